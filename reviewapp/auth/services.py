@@ -1,0 +1,81 @@
+"""Accounts: authentication, session loading, password changes."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+
+from ..audit.services import record_event
+from ..extensions import db
+from ..models import User, utcnow
+from . import passwords
+
+
+class AuthError(Exception):
+    """A domain error whose message can be shown to the user."""
+
+
+class InvalidCredentials(AuthError):
+    def __init__(self) -> None:
+        super().__init__("Invalid username or password.")
+
+
+def get_by_username(username: str) -> User | None:
+    return db.session.scalar(
+        select(User).where(func.lower(User.username) == username.strip().lower())
+    )
+
+
+def load_user(user_id: str) -> User | None:
+    """Flask-Login loader. The id carries the session version: a bumped version
+    (deactivation, role or password change) makes every older cookie worthless."""
+    try:
+        raw_id, raw_version = user_id.split(":", 1)
+        uid, version = int(raw_id), int(raw_version)
+    except ValueError:
+        return None
+    user = db.session.get(User, uid)
+    if user is None or not user.active or user.session_version != version:
+        return None
+    return user
+
+
+def end_sessions(user: User) -> None:
+    user.session_version = (user.session_version or 0) + 1
+
+
+def authenticate(username: str, password: str) -> User:
+    user = get_by_username(username)
+    if user is None:
+        passwords.burn_time(password)
+        record_event("login_failed", actor_name=username[:64], details={"reason": "unknown user"})
+        raise InvalidCredentials()
+    if not passwords.verify_password(user.password_hash, password):
+        record_event("login_failed", target=user, actor_name=username[:64], details={"reason": "wrong password"})
+        raise InvalidCredentials()
+    if not user.active:
+        record_event("login_failed", target=user, actor_name=username[:64], details={"reason": "deactivated"})
+        raise InvalidCredentials()
+    if passwords.needs_rehash(user.password_hash):
+        user.password_hash = passwords.hash_password(password)
+    user.last_login_at = utcnow()
+    record_event("login", actor=user, target=user)
+    return user
+
+
+def set_password(user: User, new_password: str, *, temporary: bool = False) -> None:
+    passwords.check_policy(new_password)
+    user.password_hash = passwords.hash_password(new_password)
+    user.must_change_password = temporary
+    end_sessions(user)
+
+
+def change_own_password(user: User, current: str, new: str) -> None:
+    if not passwords.verify_password(user.password_hash, current):
+        raise AuthError("Your current password is not correct.")
+    if current == new:
+        raise AuthError("The new password must differ from the current one.")
+    try:
+        set_password(user, new)
+    except passwords.WeakPassword as exc:
+        raise AuthError(str(exc)) from exc
+    record_event("password_changed", actor=user, target=user)

@@ -1,0 +1,397 @@
+"""Typed SQLAlchemy 2.0 models for reviewapp.
+
+Times are stored as timezone-aware UTC (``UtcDateTime``) so SQLite and PostgreSQL
+behave the same.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A DateTime that always comes back timezone-aware in UTC (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    # Store the enum's value (lowercase words) as a VARCHAR with a CHECK constraint;
+    # native PG enums make migrations painful.
+    return Enum(
+        cls,
+        native_enum=False,
+        create_constraint=True,
+        length=32,
+        values_callable=lambda e: [m.value for m in e],
+        name=cls.__name__.lower(),
+    )
+
+
+# --------------------------------------------------------------------------- accounts
+
+
+class Role(enum.Enum):
+    REVIEWER = "reviewer"
+    LEAD = "lead"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return {"reviewer": 1, "lead": 2, "admin": 3}[self.value]
+
+    def allows(self, required: Role) -> bool:
+        return self.rank >= required.rank
+
+    @property
+    def label(self) -> str:
+        return self.value.capitalize()
+
+
+class User(db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[Role] = mapped_column(_enum(Role), default=Role.REVIEWER)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped on deactivation, role change and password change: invalidates every
+    # existing session and remember cookie (see auth.services.load_user).
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+
+    # Flask-Login protocol -------------------------------------------------
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def is_active(self) -> bool:
+        return self.active
+
+    @property
+    def is_anonymous(self) -> bool:
+        return False
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
+    def has_role(self, required: Role) -> bool:
+        return self.role.allows(required)
+
+    def __repr__(self) -> str:
+        return f"<User {self.username} {self.role.value}>"
+
+
+class AuditEvent(db.Model):
+    """Append-only log of account and review events. Never updated or deleted."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(64), index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    actor_name: Mapped[str | None] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    target_name: Mapped[str | None] = mapped_column(String(128))
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    actor: Mapped[User | None] = relationship(foreign_keys=[actor_id])
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+@event.listens_for(AuditEvent, "before_update")
+@event.listens_for(AuditEvent, "before_delete")
+def _audit_is_append_only(mapper: Any, connection: Any, target: AuditEvent) -> None:
+    raise AppendOnlyError("audit events are append-only")
+
+
+class LoginThrottle(db.Model):
+    """Failed-login counters shared by all processes (keyed by account or client address)."""
+
+    __tablename__ = "login_throttles"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    window_start: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+# --------------------------------------------------------------------------- AMP
+
+
+class Crew(db.Model):
+    """A CrewAI AMP deployment reviewapp talks to."""
+
+    __tablename__ = "crews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    base_url: Mapped[str] = mapped_column(String(500))
+    # Fernet ciphertext of the Bearer token; the key comes from configuration.
+    token_encrypted: Mapped[str] = mapped_column(Text)
+    token_hint: Mapped[str] = mapped_column(String(16))  # e.g. "…a1b2"
+    # Secret AMP presents when it calls our receivers (encrypted as well: we send it
+    # in humanInputWebhook.authentication, so it must be recoverable).
+    inbound_secret_encrypted: Mapped[str] = mapped_column(Text)
+    token_broken: Mapped[bool] = mapped_column(Boolean, default=False)
+    token_broken_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    executions: Mapped[list[Execution]] = relationship(back_populates="crew")
+
+
+class ExecutionStatus(enum.Enum):
+    RUNNING = "running"
+    PENDING_REVIEW = "pending_review"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED)
+
+
+class Execution(db.Model):
+    __tablename__ = "executions"
+    __table_args__ = (
+        UniqueConstraint("crew_id", "kickoff_id"),
+        Index("ix_executions_status_next_check", "status", "next_status_check_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crew_id: Mapped[int] = mapped_column(ForeignKey("crews.id", ondelete="CASCADE"))
+    kickoff_id: Mapped[str] = mapped_column(String(64))  # AMP's execution id, as received
+    status: Mapped[ExecutionStatus] = mapped_column(
+        _enum(ExecutionStatus), default=ExecutionStatus.RUNNING
+    )
+    inputs: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    token_usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # status polling (worker)
+    next_status_check_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    status_check_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_raw: Mapped[str | None] = mapped_column(Text)
+
+    crew: Mapped[Crew] = relationship(back_populates="executions")
+    started_by: Mapped[User | None] = relationship()
+    rounds: Mapped[list[ReviewRound]] = relationship(
+        back_populates="execution", order_by="ReviewRound.id"
+    )
+    events: Mapped[list[ExecutionEvent]] = relationship(
+        back_populates="execution", order_by="ExecutionEvent.id"
+    )
+
+
+class ExecutionEvent(db.Model):
+    """Timeline entries: kickoff, status changes, completion, failure, stale marks."""
+
+    __tablename__ = "execution_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    execution: Mapped[Execution] = relationship(back_populates="events")
+
+
+class WebhookKind(enum.Enum):
+    HUMAN_INPUT = "human_input"
+    TASK = "task"
+    STEP = "step"
+    CREW = "crew"
+
+
+class WebhookDelivery(db.Model):
+    """Every delivery to a receiver, raw payload kept (untrusted, never rendered unescaped)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    crew_id: Mapped[int | None] = mapped_column(ForeignKey("crews.id", ondelete="CASCADE"))
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[WebhookKind] = mapped_column(_enum(WebhookKind))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    outcome: Mapped[str] = mapped_column(String(32))  # accepted, duplicate, rejected
+    error: Mapped[str | None] = mapped_column(Text)
+    source_ip: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[str | None] = mapped_column(Text)
+
+
+class RoundState(enum.Enum):
+    PENDING = "pending"
+    DECIDED = "decided"
+    STALE = "stale"
+
+
+class ReviewRound(db.Model):
+    """One human-input notification: a task output waiting for (or given) a decision."""
+
+    __tablename__ = "review_rounds"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "task_id", "round_number"),
+        # A redelivered notification (same output) is recognised by this key.
+        UniqueConstraint("execution_id", "task_id", "output_sha256"),
+        Index("ix_review_rounds_queue", "state", "received_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    crew_id: Mapped[int] = mapped_column(ForeignKey("crews.id", ondelete="CASCADE"), index=True)
+    task_id: Mapped[str] = mapped_column(String(200))
+    round_number: Mapped[int] = mapped_column(Integer, default=1)
+    output: Mapped[str] = mapped_column(Text)
+    output_sha256: Mapped[str] = mapped_column(String(64))
+    agent: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    expected_output: Mapped[str | None] = mapped_column(Text)
+    meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    state: Mapped[RoundState] = mapped_column(_enum(RoundState), default=RoundState.PENDING)
+    stale_reason: Mapped[str | None] = mapped_column(Text)
+    # claim
+    claimed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    claim_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    execution: Mapped[Execution] = relationship(back_populates="rounds")
+    crew: Mapped[Crew] = relationship()
+    claimed_by: Mapped[User | None] = relationship()
+    decision: Mapped[Decision | None] = relationship(back_populates="round", uselist=False)
+
+
+class Decision(db.Model):
+    """A reviewer's verdict on a round. Exactly one per round; never updated."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_created", "created_at", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    round_id: Mapped[int] = mapped_column(
+        ForeignKey("review_rounds.id", ondelete="CASCADE"), unique=True
+    )
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    is_approve: Mapped[bool] = mapped_column(Boolean)
+    feedback: Mapped[str] = mapped_column(Text, default="")
+    reason_code: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    round: Mapped[ReviewRound] = relationship(back_populates="decision")
+    reviewer: Mapped[User] = relationship()
+    job: Mapped[ResumeJob | None] = relationship(back_populates="decision", uselist=False)
+
+
+class JobState(enum.Enum):
+    PENDING = "pending"  # waiting for (re)delivery; next_attempt_at says when
+    SUCCEEDED = "succeeded"  # AMP answered 200
+    FAILED = "failed"  # gave up; a lead/admin may retry or dismiss
+    STALE = "stale"  # AMP said the execution is not pending any more
+    DISMISSED = "dismissed"  # a lead/admin gave up on it
+
+
+class ResumeJob(db.Model):
+    """The durable outbox entry for one decision's ``POST /resume``."""
+
+    __tablename__ = "resume_jobs"
+    __table_args__ = (Index("ix_resume_jobs_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_id: Mapped[int] = mapped_column(
+        ForeignKey("decisions.id", ondelete="CASCADE"), unique=True
+    )
+    crew_id: Mapped[int] = mapped_column(ForeignKey("crews.id", ondelete="CASCADE"))
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.PENDING)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)  # exactly what is POSTed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # set after an ambiguous failure: check /status before sending again
+    needs_status_check: Mapped[bool] = mapped_column(Boolean, default=False)
+    outcome: Mapped[str | None] = mapped_column(String(32))  # resumed / retrying / completed
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, onupdate=utcnow)
+
+    decision: Mapped[Decision] = relationship(back_populates="job")
+    crew: Mapped[Crew] = relationship()
+    attempts_log: Mapped[list[ResumeAttempt]] = relationship(
+        back_populates="job", order_by="ResumeAttempt.id"
+    )
+
+
+class ResumeAttempt(db.Model):
+    __tablename__ = "resume_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("resume_jobs.id", ondelete="CASCADE"), index=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    kind: Mapped[str] = mapped_column(String(16), default="resume")  # resume | status-check
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str] = mapped_column(String(32))  # ok, rejected, unauthorized, ...
+
+    job: Mapped[ResumeJob] = relationship(back_populates="attempts_log")
