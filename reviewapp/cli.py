@@ -59,4 +59,9 @@ def deactivate_user_command(username: str) -> None:
 
 
 def register_cli(app: Flask) -> None:
+    from .amp import cli as amp_cli
+    from .reviews import cli as reviews_cli
+
     app.cli.add_command(users_cli)
+    amp_cli.register(app)
+    reviews_cli.register(app)
