@@ -3,7 +3,8 @@
 Every endpoint requires a logged-in, active user with at least the reviewer role,
 unless its view is marked :func:`public`. A blueprint can raise the floor for all of
 its routes (:func:`blueprint_requires`) and a view can raise it further
-(:func:`requires`). The effective role is the highest of these.
+(:func:`requires`). The effective role is the highest of these, except for a view
+marked :func:`opens_below_blueprint`, which skips its blueprint's floor.
 """
 
 from __future__ import annotations
@@ -38,6 +39,19 @@ def requires(role: Role) -> Callable[[F], F]:
     return mark
 
 
+def opens_below_blueprint(role: Role) -> Callable[[F], F]:
+    """Let one view of a raised-floor blueprint be opened with ``role`` (the blueprint's
+    floor is ignored for it, the reviewer floor still applies). For a page that filters
+    what it shows by role, e.g. the audit history reviewers may open for their own rows."""
+
+    def mark(view: F) -> F:
+        view._min_role = role  # type: ignore[attr-defined]
+        view._ignores_blueprint_floor = True  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
 def blueprint_requires(bp: Blueprint, role: Role) -> None:
     _BLUEPRINT_ROLES[bp.name] = role
 
@@ -54,9 +68,10 @@ def required_role(endpoint: str, app: Flask | None = None) -> Role:
     app = app or current_app
     roles = [Role.REVIEWER]
     blueprint = endpoint.rsplit(".", 1)[0] if "." in endpoint else None
-    if blueprint in _BLUEPRINT_ROLES:
-        roles.append(_BLUEPRINT_ROLES[blueprint])
     view = app.view_functions.get(endpoint)
+    lowered = bool(getattr(view, "_ignores_blueprint_floor", False))
+    if blueprint in _BLUEPRINT_ROLES and not lowered:
+        roles.append(_BLUEPRINT_ROLES[blueprint])
     if view is not None and hasattr(view, "_min_role"):
         roles.append(view._min_role)
     return max(roles, key=lambda r: r.rank)
