@@ -23,8 +23,10 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     event,
+    inspect,
+    text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from .extensions import db
 
@@ -147,6 +149,19 @@ class AuditEvent(db.Model):
 
 class AppendOnlyError(RuntimeError):
     pass
+
+
+# Full-text search (PostgreSQL only; SQLite falls back to LIKE, see audit/search.py).
+# The query must repeat this exact expression for the GIN index to be used. Alembic's
+# autogenerate on SQLite skips expression indexes: the initial migration creates these
+# in a PostgreSQL-only block at its end; keep that block when regenerating it.
+SEARCH_CONFIG = "simple"
+SEARCH_PREFIX_CHARS = 100_000  # to_tsvector fails above 1 MB of lexemes: index a prefix
+
+
+def _search_index(name: str, column: str) -> Index:
+    expression = f"to_tsvector('{SEARCH_CONFIG}', left({column}, {SEARCH_PREFIX_CHARS}))"
+    return Index(name, text(expression), postgresql_using="gin").ddl_if(dialect="postgresql")
 
 
 @event.listens_for(AuditEvent, "before_update")
@@ -295,6 +310,7 @@ class ReviewRound(db.Model):
         # A redelivered notification (same output) is recognised by this key.
         UniqueConstraint("execution_id", "task_id", "output_sha256"),
         Index("ix_review_rounds_queue", "state", "received_at", "id"),
+        _search_index("ix_review_rounds_output_search", "output"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -325,7 +341,12 @@ class Decision(db.Model):
     """A reviewer's verdict on a round. Exactly one per round; never updated."""
 
     __tablename__ = "decisions"
-    __table_args__ = (Index("ix_decisions_created", "created_at", "id"),)
+    __table_args__ = (
+        Index("ix_decisions_created", "created_at", "id"),
+        # keyset pagination of one reviewer's history (the reviewers' own History page)
+        Index("ix_decisions_reviewer_created", "reviewer_id", "created_at", "id"),
+        _search_index("ix_decisions_feedback_search", "feedback"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(
@@ -340,6 +361,33 @@ class Decision(db.Model):
     round: Mapped[ReviewRound] = relationship(back_populates="decision")
     reviewer: Mapped[User] = relationship()
     job: Mapped[ResumeJob | None] = relationship(back_populates="decision", uselist=False)
+
+
+def _changed_columns(target: Any) -> list[str]:
+    state = inspect(target)
+    return [a.key for a in state.mapper.column_attrs if state.attrs[a.key].history.has_changes()]
+
+
+@event.listens_for(Decision, "before_update")
+def _decision_is_never_updated(mapper: Any, connection: Any, target: Decision) -> None:
+    # Relationship-only changes (decision.job = ...) leave the row alone and are fine.
+    if _changed_columns(target):
+        raise AppendOnlyError("decisions are never updated")
+
+
+@event.listens_for(Decision, "before_delete")
+def _decision_is_never_deleted(mapper: Any, connection: Any, target: Decision) -> None:
+    raise AppendOnlyError("decisions are never deleted")
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _no_bulk_changes_to_append_only_rows(orm_execute_state: Any) -> None:
+    """``update(Decision)`` / ``delete(AuditEvent)`` statements bypass the flush hooks."""
+    if not (orm_execute_state.is_update or orm_execute_state.is_delete):
+        return
+    mapper = orm_execute_state.bind_mapper
+    if mapper is not None and mapper.class_ in (Decision, AuditEvent):
+        raise AppendOnlyError(f"{mapper.class_.__tablename__} are append-only")
 
 
 class JobState(enum.Enum):
