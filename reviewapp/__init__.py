@@ -35,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = config_module.default_database_uri(
             app.instance_path
         )
+    config_module.derive_settings(app.config)
     config_module.check_production_safety(app.config, debug=app.debug)
 
     _init_extensions(app)
@@ -42,9 +43,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     from . import access, errors, security
 
+    security.init_app(app)  # first: session timeouts must run before the access check
     access.init_app(app)
     errors.init_app(app)
-    security.init_app(app)
 
     from .cli import register_cli
 
