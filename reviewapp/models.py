@@ -103,7 +103,8 @@ class User(db.Model):
     session_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # Fernet ciphertext of the TOTP secret (reviewapp/auth/totp.py); ~140 characters.
+    totp_secret: Mapped[str | None] = mapped_column(String(255))
 
     # Flask-Login protocol -------------------------------------------------
     @property

@@ -50,7 +50,7 @@ def upgrade():
     sa.Column('session_version', sa.Integer(), nullable=False),
     sa.Column('created_at', reviewapp.models.UtcDateTime(timezone=True), nullable=False),
     sa.Column('last_login_at', reviewapp.models.UtcDateTime(timezone=True), nullable=True),
-    sa.Column('totp_secret', sa.String(length=64), nullable=True),
+    sa.Column('totp_secret', sa.String(length=255), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('username', name=op.f('uq_users_username'))
     )
