@@ -54,9 +54,30 @@ def record_event(
     return row
 
 
-def record_security_event(event: str, *, actor: User | None = None, **kwargs: Any) -> None:
+# Detail keys whose values are never stored or logged by record_security_event.
+_SECRET_KEY_PARTS = ("password", "secret", "token", "authorization", "cookie", "otp", "bearer")
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every entry under a secret-looking key replaced by "•••"."""
+    if isinstance(value, dict):
+        return {
+            k: "•••" if any(p in str(k).lower() for p in _SECRET_KEY_PARTS) else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    return value
+
+
+def record_security_event(
+    event: str, *, actor: User | None = None, commit: bool = True, **kwargs: Any
+) -> None:
     """Security-relevant events are committed at once (the request may fail after)
-    and logged to the application log too, without secrets or control characters."""
+    and logged to the application log too, without secrets or control characters.
+    Services pass ``commit=False`` and leave the commit to their caller."""
+    if kwargs.get("details"):
+        kwargs["details"] = redact(kwargs["details"])
     record_event(event, actor=actor, **kwargs)
     who = actor.username if actor is not None and actor.is_authenticated else kwargs.get("actor_name")
     log.warning(
@@ -66,4 +87,5 @@ def record_security_event(event: str, *, actor: User | None = None, **kwargs: An
         _clean(str(client_ip())),
         _clean(str(kwargs.get("details") or "")),
     )
-    db.session.commit()
+    if commit:
+        db.session.commit()
