@@ -28,3 +28,11 @@ class EmptyForm(FlaskForm):
     """A CSRF-only form for POST buttons (logout, admin actions)."""
 
     submit = SubmitField("Submit")
+
+
+class TotpCodeForm(FlaskForm):
+    code = StringField(
+        "6-digit code from your authenticator app",
+        validators=[DataRequired(message="Enter the code."), Length(max=16)],
+    )
+    submit = SubmitField("Verify")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from ..audit.services import record_event
+from ..audit.services import record_event, record_security_event
 from ..extensions import db
 from ..models import User, utcnow
-from . import passwords
+from . import passwords, throttle
 
 
 class AuthError(Exception):
@@ -43,23 +43,44 @@ def end_sessions(user: User) -> None:
     user.session_version = (user.session_version or 0) + 1
 
 
+def _failed(reason: str, username: str, user: User | None = None) -> InvalidCredentials:
+    record_security_event(
+        "login_failed", actor_name=username[:64], target=user, details={"reason": reason}, commit=False
+    )
+    return InvalidCredentials()
+
+
 def authenticate(username: str, password: str) -> User:
+    """Check a username and password (hashing once, known user or not)."""
     user = get_by_username(username)
     if user is None:
         passwords.burn_time(password)
-        record_event("login_failed", actor_name=username[:64], details={"reason": "unknown user"})
-        raise InvalidCredentials()
+        raise _failed("unknown user", username)
     if not passwords.verify_password(user.password_hash, password):
-        record_event("login_failed", target=user, actor_name=username[:64], details={"reason": "wrong password"})
-        raise InvalidCredentials()
+        raise _failed("wrong password", username, user)
     if not user.active:
-        record_event("login_failed", target=user, actor_name=username[:64], details={"reason": "deactivated"})
-        raise InvalidCredentials()
+        raise _failed("deactivated", username, user)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = passwords.hash_password(password)
+    return user
+
+
+def password_login(username: str, password: str, keys: list[throttle.Key]) -> User:
+    """The password step of a login, throttled under ``keys`` *before* any hashing."""
+    throttle.ensure_allowed(keys)
+    try:
+        user = authenticate(username, password)
+    except InvalidCredentials:
+        throttle.register_failure(keys, actor_name=username[:64])
+        raise
+    throttle.forget_account_failures(keys)
+    return user
+
+
+def complete_login(user: User) -> None:
+    """Every factor passed: record the login."""
     user.last_login_at = utcnow()
     record_event("login", actor=user, target=user)
-    return user
 
 
 def set_password(user: User, new_password: str, *, temporary: bool = False) -> None:

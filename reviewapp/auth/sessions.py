@@ -1,0 +1,127 @@
+"""Login sessions: how they start, renew, end on time, and wait for a second factor.
+
+The session (Flask's signed cookie) carries the login time and the time of the last
+request. :func:`enforce_lifetime` runs before the access check on every request and
+ends a session idle longer than ``SESSION_IDLE_TIMEOUT`` or older than
+``SESSION_ABSOLUTE_TIMEOUT``. "Keep me logged in" makes the cookie outlive the browser
+window; it does not lengthen either timeout. Flask-Login's separate remember cookie is
+not used: it would bring a login back without the timeouts or the second factor.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from flask import current_app, request, session
+from flask_login import current_user, login_user, logout_user
+
+from ..audit.services import record_event
+from ..extensions import db
+from ..models import User
+from . import clock
+
+log = logging.getLogger("reviewapp.security")
+
+LOGIN_AT = "_login_at"
+SEEN_AT = "_seen_at"
+PENDING = "_pending_login"
+
+
+def start(user: User, *, remember: bool) -> None:
+    """A brand-new session for ``user`` (no fixation: nothing of the old one survives,
+    the CSRF token included)."""
+    session.clear()
+    login_user(user)
+    session.permanent = remember
+    now = clock.timestamp()
+    session[LOGIN_AT] = now
+    session[SEEN_AT] = now
+
+
+def renew(user: User) -> None:
+    """Re-issue this session after a privilege change, keeping its login time.
+
+    The caller has bumped the user's session version (``end_sessions``), which makes
+    every other cookie of theirs worthless; this one gets the new version."""
+    login_at = session.get(LOGIN_AT, clock.timestamp())
+    remember = bool(session.permanent)
+    start(user, remember=remember)
+    session[LOGIN_AT] = login_at
+
+
+# -- between password and second factor ---------------------------------------------
+
+
+def begin_second_factor(user: User, *, remember: bool, enrol: bool) -> None:
+    """The password was right; remember that (briefly) while the second factor is asked."""
+    session.clear()
+    session[PENDING] = {
+        "id": user.get_id(),
+        "at": clock.timestamp(),
+        "remember": remember,
+        "enrol": enrol,
+    }
+
+
+def pending_login() -> tuple[User, dict[str, Any]] | None:
+    """The user half-way through logging in, if the wait has not run out."""
+    from .services import load_user
+
+    data = session.get(PENDING)
+    if not isinstance(data, dict):
+        return None
+    limit = current_app.config["SECOND_FACTOR_TIMEOUT"].total_seconds()
+    user = load_user(str(data.get("id", "")))
+    if user is None or clock.timestamp() - int(data.get("at", 0)) > limit:
+        session.pop(PENDING, None)
+        return None
+    return user, data
+
+
+def set_pending_value(name: str, value: Any) -> None:
+    data = dict(session[PENDING])
+    data[name] = value
+    session[PENDING] = data
+
+
+# -- lifetime ---------------------------------------------------------------------
+
+
+def expiry_reason(now: int, login_at: int, seen_at: int) -> str | None:
+    cfg = current_app.config
+    if timedelta(seconds=now - login_at) > cfg["SESSION_ABSOLUTE_TIMEOUT"]:
+        return "absolute"
+    if timedelta(seconds=now - seen_at) > cfg["SESSION_IDLE_TIMEOUT"]:
+        return "idle"
+    return None
+
+
+def enforce_lifetime() -> Any:
+    """before_request: end sessions past their idle or absolute timeout."""
+    if request.endpoint in (None, "static") or "_user_id" not in session:
+        return None
+    now = clock.timestamp()
+    login_at = int(session.setdefault(LOGIN_AT, now))
+    reason = expiry_reason(now, login_at, int(session.get(SEEN_AT, now)))
+    if reason is None:
+        session[SEEN_AT] = now
+        return None
+    _end(reason)
+    from ..errors import session_expired
+
+    return session_expired(reason)
+
+
+def _end(reason: str) -> None:
+    if current_user.is_authenticated:
+        record_event("session_expired", actor=current_user, target=current_user, details={"reason": reason})
+        db.session.commit()
+        log.info("session ended: user_id=%s reason=%s", current_user.id, reason)
+    session.clear()
+    logout_user()
+
+
+def init_app(app: Any) -> None:
+    app.before_request(enforce_lifetime)
