@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, render_template, url_for
 from flask_login import current_user
 
 from ..access import blueprint_requires
+from ..auth import totp
 from ..auth.forms import EmptyForm
 from ..errors import abort_with
 from ..extensions import db
@@ -124,6 +125,19 @@ def reactivate(user_id: int):
     def change(user: User) -> str:
         services.set_active(user, True, actor=current_user)
         return f"{user.username} is active again."
+
+    return _apply(user_id, change)
+
+
+@bp.route("/users/<int:user_id>/reset-totp", methods=["POST"])
+def reset_totp(user_id: int):
+    if not EmptyForm().validate_on_submit():
+        abort_with(400, "The form was incomplete.")
+
+    def change(user: User) -> str:
+        if not totp.reset(user, actor=current_user):
+            return f"{user.username} has no two-factor login to reset."
+        return f"Two-factor login reset for {user.username}; their sessions were ended."
 
     return _apply(user_id, change)
 
