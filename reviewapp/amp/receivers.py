@@ -1,7 +1,182 @@
-"""Webhook receivers AMP calls (filled in by the AMP integration issue)."""
+"""Webhook receivers AMP calls: human input, task, step and crew notifications.
+
+``POST /hooks/amp/<crew>/<kind>`` with ``Authorization: Bearer <inbound secret>``, or
+``POST /hooks/amp/<crew>/<kind>/<inbound secret>``; ``kind`` is ``human-input``,
+``task``, ``step`` or ``crew``. Public (AMP has no session) and CSRF-exempt; the crew's
+inbound secret authenticates, compared in constant time. Bodies are size-limited.
+
+Every delivery is recorded (``WebhookDelivery``; unauthenticated ones without their
+payload). Answers are JSON: 200 accepted/duplicate, 400 malformed, 401 bad secret,
+404 unknown crew, 413 too large, 422 missing fields, 503 when reviewapp cannot process
+it right now. Never a 500.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import base64
+import binascii
+import hmac
+import json
+import logging
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import ClientDisconnected
+
+from ..access import public
+from ..extensions import csrf, db
+from ..models import Crew, WebhookKind
+from .crews import get_crew
+from .crypto import SecretUnreadable
+from .executions import (
+    PayloadError,
+    ingest_human_input,
+    note_crew_finished,
+    note_progress,
+    record_delivery,
+)
+from .webhooks import SEGMENT_KINDS, inbound_secret
 
 bp = Blueprint("hooks", __name__)
+log = logging.getLogger("reviewapp.amp.receivers")
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+
+class Refused(Exception):
+    """A delivery we answer with a 4xx/503 (and record as rejected)."""
+
+    def __init__(self, status: int, title: str, message: str, *, keep_payload: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title
+        self.message = message
+        self.keep_payload = keep_payload
+
+
+def _max_bytes() -> int:
+    configured = int(current_app.config.get("AMP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES))
+    app_limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    return min(configured, int(app_limit)) if app_limit else configured
+
+
+def _read_body() -> bytes:
+    limit = _max_bytes()
+    if request.content_length is not None and request.content_length > limit:
+        raise Refused(413, "Payload Too Large", f"The body is larger than {limit} bytes.", keep_payload=False)
+    try:
+        data = request.stream.read(limit + 1)
+    except ClientDisconnected as exc:
+        raise Refused(400, "Bad Request", "The body ended early.", keep_payload=False) from exc
+    if len(data) > limit:
+        raise Refused(413, "Payload Too Large", f"The body is larger than {limit} bytes.", keep_payload=False)
+    return data
+
+
+def _presented_secret(path_secret: str | None) -> str | None:
+    if path_secret is not None:
+        return path_secret
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeError):
+            return None
+        return decoded.partition(":")[2]
+    return None
+
+
+def _authenticate(crew: Crew, path_secret: str | None) -> None:
+    try:
+        expected = inbound_secret(crew)
+    except SecretUnreadable as exc:
+        raise Refused(503, "Service Unavailable",
+                      "reviewapp cannot read this crew's inbound secret; an admin must fix the "
+                      "encryption key.", keep_payload=False) from exc
+    presented = _presented_secret(path_secret)
+    if not presented or not hmac.compare_digest(presented.encode("utf-8"), expected.encode("utf-8")):
+        raise Refused(401, "Unauthorized", "Missing or wrong inbound secret for this crew.", keep_payload=False)
+
+
+def _parse(raw: bytes) -> tuple[dict[str, Any], str]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeError as exc:
+        raise Refused(400, "Bad Request", "The body is not UTF-8 text.", keep_payload=False) from exc
+    try:
+        payload = json.loads(text)
+    except ValueError as exc:
+        raise Refused(400, "Bad Request", "The body is not valid JSON.") from exc
+    if not isinstance(payload, dict):
+        raise Refused(400, "Bad Request", "The body must be a JSON object.")
+    return payload, text
+
+
+def _process(crew: Crew, kind: WebhookKind, payload: dict[str, Any], text: str) -> dict[str, Any]:
+    ip = request.remote_addr
+    if kind is WebhookKind.HUMAN_INPUT:
+        round_, created = ingest_human_input(crew, payload, raw=text, source_ip=ip)
+        return {"status": "accepted" if created else "duplicate", "task_id": round_.task_id,
+                "round": round_.round_number}
+    if kind is WebhookKind.CREW:
+        execution, changed = note_crew_finished(crew, payload)
+    else:
+        execution, changed = note_progress(crew, kind, payload)
+    outcome = "accepted" if changed else "duplicate"
+    record_delivery(crew, kind, outcome=outcome, payload=text, execution=execution, source_ip=ip)
+    return {"status": outcome}
+
+
+def _store_rejection(crew: Crew | None, kind: WebhookKind, error: str, payload: str | None) -> None:
+    """Record a delivery we did not accept; a database failure here is only logged."""
+    try:
+        db.session.rollback()
+        record_delivery(crew, kind, outcome="rejected", error=error, payload=payload,
+                        source_ip=request.remote_addr)
+        db.session.commit()
+    except Exception:
+        log.exception("could not record a rejected webhook delivery")
+        db.session.rollback()
+
+
+def _refusal(exc: Refused, crew: Crew | None, kind: WebhookKind, text: str | None) -> Any:
+    log.warning("webhook refused: crew=%r kind=%s status=%s reason=%r ip=%r",
+                crew.name if crew else None, kind.value, exc.status, exc.message, request.remote_addr)
+    _store_rejection(crew, kind, f"{exc.status}: {exc.message}", text if exc.keep_payload else None)
+    return jsonify(error=exc.title, message=exc.message), exc.status
+
+
+@bp.route("/<crew_name>/<segment>", methods=["POST"])
+@bp.route("/<crew_name>/<segment>/<path_secret>", methods=["POST"])
+@public
+@csrf.exempt
+def receive(crew_name: str, segment: str, path_secret: str | None = None) -> Any:
+    kind = SEGMENT_KINDS.get(segment)
+    if kind is None:
+        return jsonify(error="Not Found", message="Unknown receiver; use human-input, task, step or crew."), 404
+    crew: Crew | None = None
+    text: str | None = None
+    try:
+        crew = get_crew(crew_name)
+        if crew is None:
+            raise Refused(404, "Not Found", "No crew with this name is registered.", keep_payload=False)
+        raw = _read_body()
+        _authenticate(crew, path_secret)
+        text = raw.decode("utf-8", "replace")
+        payload, text = _parse(raw)
+        try:
+            answer = _process(crew, kind, payload, text)
+        except PayloadError as exc:
+            raise Refused(422, "Unprocessable Entity", str(exc)) from exc
+        db.session.commit()
+        return jsonify(answer), 200
+    except Refused as exc:
+        return _refusal(exc, crew, kind, text)
+    except Exception:  # never a 500: AMP gets a clear, retryable answer
+        log.exception("webhook processing failed: crew=%r kind=%s", crew_name, kind.value)
+        _store_rejection(crew, kind, "503: reviewapp failed to process it", text)
+        return jsonify(error="Service Unavailable",
+                       message="reviewapp could not store this delivery; send it again later."), 503

@@ -1,0 +1,66 @@
+"""Encryption of crew secrets at rest (Bearer tokens, inbound webhook secrets).
+
+Fernet (AES-128-CBC + HMAC-SHA256) with a key derived by HKDF from configuration:
+``TOKEN_KEY`` when set, else ``SECRET_KEY``. The key is never stored; a database dump
+alone does not reveal a token. Changing the key makes stored secrets unreadable
+(:class:`SecretUnreadable`); an admin then re-enters the tokens.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from flask import Flask, current_app
+
+# Fixed, public parameters: they separate this use of the key material from others
+# (sessions sign with the same SECRET_KEY), they are not secrets.
+_HKDF_SALT = b"reviewapp/crew-secrets/v1"
+_HKDF_INFO = b"fernet key for crew bearer tokens and inbound webhook secrets"
+
+
+class SecretUnreadable(RuntimeError):
+    """A stored secret cannot be decrypted (the key changed or the value is damaged)."""
+
+
+def _key_material(app: Flask) -> bytes:
+    material = app.config.get("TOKEN_KEY") or app.config.get("SECRET_KEY")
+    if not material:
+        raise SecretUnreadable("Neither TOKEN_KEY nor SECRET_KEY is configured.")
+    return str(material).encode("utf-8")
+
+
+def _fernet(app: Flask) -> Fernet:
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO)
+    return Fernet(base64.urlsafe_b64encode(hkdf.derive(_key_material(app))))
+
+
+def encrypt_secret(app_or_none: Flask | None, plaintext: str) -> str:
+    """Encrypt ``plaintext`` with the app's key (``current_app`` when None)."""
+    app = app_or_none or current_app._get_current_object()  # type: ignore[attr-defined]
+    return _fernet(app).encrypt(plaintext.encode("utf-8")).decode("ascii")
+
+
+def decrypt_secret(ciphertext: str) -> str:
+    """Decrypt a value made by :func:`encrypt_secret` (needs an app context)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    try:
+        return _fernet(app).decrypt(ciphertext.encode("ascii")).decode("utf-8")
+    except (InvalidToken, ValueError, UnicodeError) as exc:
+        raise SecretUnreadable(
+            "A stored crew secret cannot be decrypted: the encryption key "
+            "(REVIEWAPP_TOKEN_KEY / REVIEWAPP_SECRET_KEY) changed, or the value is damaged."
+        ) from exc
+
+
+def secret_hint(secret: str) -> str:
+    """What may be shown of a secret: its last four characters."""
+    return "…" + secret[-4:] if len(secret) >= 12 else "…"
+
+
+def generate_inbound_secret() -> str:
+    """A fresh secret AMP must present when it calls our receivers."""
+    return secrets.token_urlsafe(32)
