@@ -19,6 +19,8 @@ from sqlalchemy import create_engine, text
 from reviewapp import create_app
 from reviewapp.extensions import db
 
+pytest_plugins = ["tests.servers"]
+
 TEST_DATABASE_URL = os.environ.get("REVIEWAPP_TEST_DATABASE_URL", "").strip()
 PASSWORD = "correct horse battery"
 
