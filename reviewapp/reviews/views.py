@@ -1,12 +1,385 @@
-"""Review queue and review pages (filled in by the review-loop issue)."""
+"""The review loop's pages: queue, review page, decision outcome, failed deliveries.
+
+Views stay thin: parse input, call one service, commit once, redirect (or render).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy.exc import IntegrityError
+
+from ..access import requires
+from ..auth.forms import EmptyForm
+from ..errors import abort_with
+from ..extensions import db
+from ..models import Decision, ResumeJob, ReviewRound, Role, RoundState, utcnow
+from . import delivery, services
+from .forms import DecisionForm
+from .rendering import diff_outputs, is_large, render_markdown
 
 bp = Blueprint("reviews", __name__)
+
+SHORTCUTS = [
+    ("f", "focus the Feedback box"),
+    ("Esc", "leave the Feedback box"),
+    ("a", "Approve"),
+    ("r", "Request revision (asks to confirm)"),
+    ("n", "Review next"),
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@bp.app_template_filter("ago")
+def _ago(when: datetime | None) -> str:
+    if when is None:
+        return "—"
+    seconds = max(0, int((utcnow() - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} s"
+
+
+@bp.app_template_filter("pretty_json")
+def _pretty_json(value: Any) -> str:
+    """Indented JSON as plain text (the template escapes it; unlike |tojson it keeps < > & readable)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _round_or_404(round_id: int) -> ReviewRound:
+    round_ = services.get_round(round_id)
+    if round_ is None:
+        abort_with(404, "No such review round.")
+    return round_  # type: ignore[return-value]
+
+
+def _decision_or_404(decision_id: int) -> Decision:
+    decision = services.get_decision(decision_id)
+    if decision is None:
+        abort_with(404, "No such decision.")
+    if not services.may_view_decision(decision, current_user):  # type: ignore[arg-type]
+        abort_with(403, "Only the reviewer who made this decision, or a lead, can open it.")
+    return decision  # type: ignore[return-value]
+
+
+def _job_or_404(job_id: int) -> ResumeJob:
+    job = services.get_job(job_id)
+    if job is None:
+        abort_with(404, "No such delivery.")
+    return job  # type: ignore[return-value]
+
+
+def _require_post_form() -> None:
+    if not EmptyForm().validate_on_submit():
+        abort_with(400, "The form was incomplete.")
+
+
+def _filters_from_request() -> services.QueueFilters:
+    args = request.values
+    crew = args.get("crew", "").strip()
+    if crew and not crew.isdigit():
+        abort_with(400, "Unknown crew filter. Pick a crew from the list.")
+    age = args.get("age", "")
+    if age not in services.AGE_WINDOWS:
+        abort_with(400, "Unknown age filter. Pick an age from the list.")
+    sort = args.get("sort", "")
+    if sort not in ("", "oldest", "newest"):
+        abort_with(400, "Unknown sort order. Use oldest or newest first.")
+    return services.QueueFilters(
+        crew_id=int(crew) if crew else None,
+        task_id=args.get("task", "").strip()[:200] or None,
+        age=age,
+        q=args.get("q", "").strip()[:200],
+        newest_first=sort == "newest",
+    )
+
+
+# --------------------------------------------------------------------------- queue
 
 
 @bp.route("/")
 def queue():
-    return render_template("reviews/queue.html")
+    filters = _filters_from_request()
+    after = None
+    if request.args.get("after"):
+        try:
+            after = services.Cursor.decode(request.args["after"])
+        except services.ReviewError as exc:
+            abort_with(400, str(exc))
+    page = services.list_queue(filters, after=after)
+    return render_template(
+        "reviews/queue.html",
+        page=page,
+        filters=filters,
+        filter_args=filters.as_args(),
+        crews=services.crews_for_filter(),
+        ages=services.AGE_WINDOWS,
+        first_page=after is None,
+        action=EmptyForm(),
+    )
+
+
+@bp.route("/next", methods=["POST"])
+def review_next():
+    _require_post_form()
+    filters = _filters_from_request()
+    round_ = services.review_next(current_user, filters)  # type: ignore[arg-type]
+    db.session.commit()
+    if round_ is None:
+        flash("Nothing left to review that you can take right now.", "info")
+        return redirect(url_for("reviews.queue", **filters.as_args()))
+    return redirect(url_for("reviews.review", round_id=round_.id))
+
+
+# --------------------------------------------------------------------------- review page
+
+
+def _preview(round_: ReviewRound, feedback: str, is_approve: bool) -> dict[str, Any]:
+    from ..amp.client import build_resume_body, redact_body
+
+    fields = services.resume_fields(round_, feedback=feedback, is_approve=is_approve)
+    return redact_body(build_resume_body(round_.crew, **fields))  # type: ignore[arg-type]
+
+
+def _output_view(round_: ReviewRound) -> tuple[str, Any]:
+    """("rendered", Markup) or ("raw", None): large outputs open as raw text."""
+    wanted = request.args.get("view", "")
+    if wanted == "raw" or (wanted != "rendered" and is_large(round_.output)):
+        return "raw", None
+    return "rendered", render_markdown(round_.output)
+
+
+def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) -> Any:
+    earlier = services.earlier_rounds(round_)
+    view, rendered = _output_view(round_)
+    claim = services.claim_status(round_, current_user)  # type: ignore[arg-type]
+    feedback = form.feedback.data or ""
+    page = render_template(
+        "reviews/review.html",
+        round=round_,
+        execution=round_.execution,
+        crew=round_.crew,
+        earlier=earlier,
+        diff=diff_outputs(earlier[-1].output, round_.output) if earlier else None,
+        view=view,
+        rendered=rendered,
+        large=is_large(round_.output),
+        claim=claim,
+        can_decide=round_.state is RoundState.PENDING and claim.held,
+        form=form,
+        action=EmptyForm(),
+        preview_approve=_preview(round_, feedback, True),
+        preview_revise=_preview(round_, feedback, False),
+        shortcuts=SHORTCUTS,
+        heartbeat_seconds=max(10, min(60, services.claim_minutes() * 20)),
+        is_lead=current_user.has_role(Role.LEAD),
+    )
+    return page, status
+
+
+def _decision_form() -> DecisionForm:
+    return DecisionForm().set_reasons(services.revision_reasons())
+
+
+@bp.route("/rounds/<int:round_id>")
+def review(round_id: int):
+    """Opening a pending round claims it (a time-limited soft lock, extended by the page)."""
+    round_ = _round_or_404(round_id)
+    if round_.state is RoundState.PENDING:
+        services.claim_round(round_, current_user)  # type: ignore[arg-type]
+        db.session.commit()
+    return _review_page(round_, _decision_form())
+
+
+@bp.route("/rounds/<int:round_id>/output.txt")
+def raw_output(round_id: int):
+    round_ = _round_or_404(round_id)
+    response = Response(round_.output, mimetype="text/plain")
+    response.headers["Content-Disposition"] = f'inline; filename="round-{round_.id}.txt"'
+    return response
+
+
+@bp.route("/rounds/<int:round_id>/heartbeat", methods=["POST"])
+def heartbeat(round_id: int):
+    """Extends the claim while the review page is open (called by static/js/review.js)."""
+    round_ = services.get_round(round_id)
+    if round_ is None:
+        return jsonify(error="Not Found", message="No such review round."), 404
+    if round_.state is RoundState.PENDING:
+        status = services.claim_round(round_, current_user)  # type: ignore[arg-type]
+        db.session.commit()
+    else:
+        status = services.claim_status(round_, current_user)  # type: ignore[arg-type]
+    return jsonify(status.as_json())
+
+
+@bp.route("/rounds/<int:round_id>/take-over", methods=["POST"])
+@requires(Role.LEAD)
+def take_over(round_id: int):
+    _require_post_form()
+    round_ = _round_or_404(round_id)
+    try:
+        services.take_over(round_, current_user)  # type: ignore[arg-type]
+    except services.ReviewError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash("You took this review over.", "success")
+    return redirect(url_for("reviews.review", round_id=round_id))
+
+
+@bp.route("/rounds/<int:round_id>/release", methods=["POST"])
+def release(round_id: int):
+    _require_post_form()
+    round_ = _round_or_404(round_id)
+    if services.release_claim(round_, current_user):  # type: ignore[arg-type]
+        flash("Released: someone else can take this round now.", "info")
+    db.session.commit()
+    return redirect(url_for("reviews.queue"))
+
+
+@bp.route("/rounds/<int:round_id>/decide", methods=["POST"])
+def decide(round_id: int):
+    round_ = _round_or_404(round_id)
+    form = _decision_form()
+    if not form.validate_on_submit():
+        return _review_page(round_, form, status=400)
+    try:
+        decision = services.submit_decision(
+            round_,
+            current_user,  # type: ignore[arg-type]
+            is_approve=form.is_approve,
+            feedback=form.feedback.data or "",
+            reason_code=form.reason.data or None,
+        )
+        db.session.commit()
+    except services.RoundConflict as exc:
+        db.session.rollback()
+        return _conflict_page(exc.round, str(exc), form)
+    except IntegrityError:  # the unique decision per round: a racing twin got there first
+        db.session.rollback()
+        round_ = _round_or_404(round_id)
+        return _conflict_page(round_, "This round was already decided.", form)
+    except services.ReviewError as exc:
+        db.session.rollback()
+        form.feedback.errors = [*form.feedback.errors, str(exc)]
+        return _review_page(round_, form, status=400)
+    _deliver_now(decision.job.id if decision.job else None)
+    return redirect(url_for("reviews.decision", decision_id=decision.id))
+
+
+def _deliver_now(job_id: int | None) -> None:
+    """First delivery attempt inline (leased, so exactly-once still holds); the worker
+    takes over if this fails or the process dies."""
+    if job_id is None:
+        return
+    try:
+        delivery.deliver_job(job_id, worker_id=delivery.worker_identity("web"))
+    except Exception:
+        db.session.rollback()
+        current_app.logger.exception("inline delivery of resume job %s failed; the worker will retry", job_id)
+
+
+def _conflict_page(round_: ReviewRound, message: str, form: DecisionForm) -> Any:
+    db.session.refresh(round_)
+    return render_template(
+        "reviews/conflict.html",
+        round=round_,
+        message=message,
+        decision=round_.decision,
+        typed_feedback=services.normalise_feedback(form.feedback.data),
+        typed_action="Approve" if form.is_approve else "Request revision",
+        typed_reason=form.reason.data or None,
+        claim=services.claim_status(round_, current_user),  # type: ignore[arg-type]
+        is_lead=current_user.has_role(Role.LEAD),
+        action=EmptyForm(),
+    ), 409
+
+
+# --------------------------------------------------------------------------- outcome
+
+
+@bp.route("/decisions/<int:decision_id>")
+def decision(decision_id: int):
+    decision = _decision_or_404(decision_id)
+    job = decision.job
+    sent = None
+    if job is not None:
+        from ..amp.client import build_resume_body, redact_body
+
+        sent = redact_body(build_resume_body(job.crew, **services.job_fields(job)))
+    return render_template(
+        "reviews/decision.html",
+        decision=decision,
+        round=decision.round,
+        job=job,
+        summary=delivery.describe(job) if job is not None else None,
+        sent=sent,
+        action=EmptyForm(),
+        is_lead=current_user.has_role(Role.LEAD),
+    )
+
+
+@bp.route("/decisions/<int:decision_id>/status")
+def decision_status(decision_id: int):
+    """JSON polled by the outcome page until the delivery reaches a final state."""
+    decision = services.get_decision(decision_id)
+    if decision is None or decision.job is None:
+        return jsonify(error="Not Found", message="No such decision."), 404
+    if not services.may_view_decision(decision, current_user):  # type: ignore[arg-type]
+        return jsonify(error="Forbidden", message="Not your decision."), 403
+    return jsonify(delivery.describe(decision.job).as_json())
+
+
+# --------------------------------------------------------------------------- failed deliveries
+
+
+@bp.route("/resume-jobs")
+@requires(Role.LEAD)
+def jobs():
+    rows = [(job, delivery.describe(job)) for job in services.jobs_needing_attention()]
+    return render_template("reviews/jobs.html", rows=rows, action=EmptyForm())
+
+
+def _job_action(job_id: int, change, done: str) -> Any:
+    _require_post_form()
+    job = _job_or_404(job_id)
+    try:
+        change(job, current_user)
+    except services.JobActionError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(done, "success")
+    return redirect(url_for("reviews.jobs"))
+
+
+@bp.route("/resume-jobs/<int:job_id>/retry", methods=["POST"])
+@requires(Role.LEAD)
+def retry_job(job_id: int):
+    return _job_action(job_id, services.retry_job, "The delivery will be retried by the worker now.")
+
+
+@bp.route("/resume-jobs/<int:job_id>/dismiss", methods=["POST"])
+@requires(Role.LEAD)
+def dismiss_job(job_id: int):
+    return _job_action(job_id, services.dismiss_job, "The delivery was dismissed; nothing will be sent.")

@@ -1,0 +1,595 @@
+"""Durable, exactly-once delivery of resume jobs (the outbox behind ``POST /resume``).
+
+A decision and its ResumeJob are committed together; this module sends the job.
+
+- A job is *leased* before it is sent: a conditional UPDATE (owner + expiry) checked on
+  its row count; on PostgreSQL the candidates are first picked with
+  ``FOR UPDATE SKIP LOCKED`` so workers do not queue behind each other. A lease left by a
+  killed process expires and the job is taken again, but then its last attempt may or
+  may not have reached AMP, so the job is marked for a status check first.
+- Transient failures (5xx, connection refused) are retried with exponential backoff and
+  jitter up to ``RESUME_MAX_ATTEMPTS``, then the job is FAILED for a lead to retry or
+  dismiss. An ambiguous failure (timeout after sending) is followed by
+  ``GET /status`` before anything is sent again: still waiting for input -> send again;
+  anything else -> the resume was applied.
+- 400 (not pending) -> the job and round are stale; 404 -> failed; 401 -> the crew's
+  token is marked broken and the job waits, without spending attempts, until an admin
+  fixes it.
+- Every call is recorded as a ResumeAttempt (time, HTTP status, truncated body, error).
+
+Unlike services, these functions commit: the lease must be visible to other processes
+before the HTTP call, and no transaction stays open while AMP answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import case, exists, or_, select, update
+
+from ..extensions import db
+from ..models import (
+    Crew,
+    JobState,
+    ResumeAttempt,
+    ResumeJob,
+    ReviewRound,
+    RoundState,
+    utcnow,
+)
+from .services import job_fields
+
+log = logging.getLogger("reviewapp.delivery")
+
+BODY_KEEP_CHARS = 4000
+_JITTER = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What one call to :func:`deliver_job` did."""
+
+    job_id: int
+    leased: bool
+    state: JobState | None = None
+    results: tuple[str, ...] = ()  # the attempts' results, e.g. ("status:waiting", "ok")
+
+
+@dataclass
+class CallOutcome:
+    kind: str  # "resume" or "status-check"
+    started_at: datetime
+    finished_at: datetime
+    result: str  # ok, not_pending, not_found, rejected, unauthorized, unavailable, ambiguous, error
+    http_status: int | None = None
+    body_text: str | None = None
+    error: str | None = None
+    value: Any = None  # ResumeResult / StatusResult when result == "ok"
+
+    @property
+    def label(self) -> str:
+        """Short result for reports: "ok", "unavailable", or "status:waiting" etc."""
+        if self.kind == "resume":
+            return self.result
+        state = getattr(self.value, "state", "unknown") if self.result == "ok" else self.result
+        return f"status:{state}"
+
+    def attempt_row(self, job_id: int) -> ResumeAttempt:
+        return ResumeAttempt(
+            job_id=job_id,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            kind=self.kind,
+            http_status=self.http_status,
+            response_body=(self.body_text or None) and self.body_text[:BODY_KEEP_CHARS],
+            error=self.error and self.error[:BODY_KEEP_CHARS],
+            result=self.label,
+        )
+
+
+@dataclass
+class _Plan:
+    """Everything needed to talk to AMP, gathered before the transaction ends."""
+
+    job_id: int
+    client: Any
+    body: dict[str, Any]
+    kickoff_id: str
+    check_status_first: bool
+    results: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def worker_identity(kind: str = "worker") -> str:
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:64]
+
+
+def deliver_job(job_id: int, *, worker_id: str, now: datetime | None = None) -> DeliveryReport:
+    """Lease one due job and send it (used inline right after a decision is committed)."""
+    now = now or utcnow()
+    if not _lease(job_id, worker_id, now):
+        db.session.commit()
+        return DeliveryReport(job_id=job_id, leased=False, state=_state_of(job_id))
+    db.session.commit()
+    return _work(job_id, worker_id, now)
+
+
+def deliver_due_jobs(*, now: datetime | None = None, limit: int = 20, worker_id: str) -> int:
+    """Send up to ``limit`` due jobs, one lease at a time; returns how many were worked on."""
+    worked = 0
+    for _ in range(limit):
+        clock = now or utcnow()
+        job_id = _lease_next_due(worker_id, clock)
+        db.session.commit()
+        if job_id is None:
+            break
+        _work(job_id, worker_id, clock)
+        worked += 1
+    return worked
+
+
+# --------------------------------------------------------------------------- leasing
+
+
+def lease_seconds() -> float:
+    """Long enough for a status check plus a resume, whatever the configuration says."""
+    config = current_app.config
+    calls = float(config["AMP_CONNECT_TIMEOUT"]) + float(config["AMP_READ_TIMEOUT"])
+    return max(float(config.get("JOB_LEASE_SECONDS", 60)), 2 * calls + 5)
+
+
+def _due(now: datetime) -> list[Any]:
+    healthy_crews = select(Crew.id).where(Crew.token_broken.is_(False))
+    return [
+        ResumeJob.state == JobState.PENDING,
+        ResumeJob.next_attempt_at <= now,
+        or_(ResumeJob.lease_owner.is_(None), ResumeJob.lease_expires_at < now),
+        ResumeJob.crew_id.in_(healthy_crews),
+    ]
+
+
+def _lease(job_id: int, worker_id: str, now: datetime) -> bool:
+    """Conditional lease update; True when this worker now owns the job."""
+    leased = db.session.execute(
+        update(ResumeJob)
+        .where(ResumeJob.id == job_id, *_due(now))
+        .values(
+            lease_owner=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds()),
+            # Taking over an expired lease: its attempt may have reached AMP.
+            needs_status_check=case(
+                (ResumeJob.lease_owner.is_not(None), True), else_=ResumeJob.needs_status_check
+            ),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return leased.rowcount == 1  # type: ignore[attr-defined]
+
+
+def _lease_next_due(worker_id: str, now: datetime) -> int | None:
+    candidates = (
+        select(ResumeJob.id)
+        .where(*_due(now))
+        .order_by(ResumeJob.next_attempt_at, ResumeJob.id)
+        .limit(5)
+        .with_for_update(skip_locked=True, of=ResumeJob)  # nothing on SQLite: the UPDATE decides
+    )
+    for job_id in db.session.scalars(candidates).all():
+        if _lease(job_id, worker_id, now):
+            return job_id
+    return None
+
+
+def _state_of(job_id: int) -> JobState | None:
+    return db.session.scalar(select(ResumeJob.state).where(ResumeJob.id == job_id))
+
+
+# --------------------------------------------------------------------------- one job
+
+
+def _work(job_id: int, worker_id: str, now: datetime) -> DeliveryReport:
+    try:
+        plan = _plan(job_id)
+    except Exception as exc:  # e.g. a token that no longer decrypts: count it, keep the job
+        db.session.rollback()
+        log.exception("resume job %s could not be prepared", job_id)
+        outcome = _outcome("resume", utcnow(), "error", error=f"could not prepare the request: {exc}")
+        _finish(job_id, worker_id, outcome, now)
+        return _report(job_id, [outcome.result])
+    db.session.commit()  # end the read transaction: nothing stays open during HTTP
+    if plan.check_status_first:
+        check = _call("status-check", lambda: plan.client.status(plan.kickoff_id))
+        plan.results.append(check.label)
+        if not _after_status_check(job_id, worker_id, check, now):
+            return _report(job_id, plan.results)
+    sent = _call("resume", lambda: plan.client.resume(plan.body))
+    plan.results.append(sent.label)
+    _finish(job_id, worker_id, sent, now)
+    return _report(job_id, plan.results)
+
+
+def _report(job_id: int, results: list[str]) -> DeliveryReport:
+    return DeliveryReport(job_id=job_id, leased=True, state=_state_of(job_id), results=tuple(results))
+
+
+def _plan(job_id: int) -> _Plan:
+    from ..amp.client import build_resume_body, client_for
+
+    job = db.session.get(ResumeJob, job_id, populate_existing=True)
+    assert job is not None  # noqa: S101 - leased a moment ago, jobs are never deleted
+    fields = job_fields(job)
+    return _Plan(
+        job_id=job_id,
+        client=client_for(job.crew),
+        body=build_resume_body(job.crew, **fields),
+        kickoff_id=str(fields["execution_id"]),
+        check_status_first=job.needs_status_check,
+    )
+
+
+def _outcome(kind: str, started: datetime, result: str, **kw: Any) -> CallOutcome:
+    return CallOutcome(kind=kind, started_at=started, finished_at=utcnow(), result=result, **kw)
+
+
+def _call(kind: str, send: Callable[[], Any]) -> CallOutcome:
+    """Make one AMP call and classify what happened (never raises)."""
+    from ..amp.client import (
+        AmpAmbiguous,
+        AmpError,
+        AmpRejected,
+        AmpUnauthorized,
+        AmpUnavailable,
+    )
+
+    started = utcnow()
+    try:
+        value = send()
+    except AmpUnauthorized as exc:
+        return _failed_call(kind, started, "unauthorized", exc)
+    except AmpRejected as exc:
+        result = "not_pending" if exc.not_pending else "not_found" if exc.not_found else "rejected"
+        return _failed_call(kind, started, result, exc)
+    except AmpUnavailable as exc:
+        return _failed_call(kind, started, "unavailable", exc)
+    except AmpAmbiguous as exc:
+        return _failed_call(kind, started, "ambiguous", exc)
+    except AmpError as exc:  # an answer we do not understand: it may have been applied
+        return _failed_call(kind, started, "ambiguous", exc)
+    except Exception as exc:
+        log.exception("unexpected error during %s", kind)
+        return _outcome(kind, started, "ambiguous", error=f"{type(exc).__name__}: {exc}")
+    return _outcome(
+        kind,
+        started,
+        "ok",
+        http_status=getattr(value, "http_status", 200),
+        body_text=getattr(value, "body_text", None) or _raw_text(value),
+        value=value,
+    )
+
+
+def _failed_call(kind: str, started: datetime, result: str, exc: Any) -> CallOutcome:
+    return _outcome(
+        kind,
+        started,
+        result,
+        http_status=getattr(exc, "http_status", None),
+        body_text=getattr(exc, "body_text", None),
+        error=str(exc) or type(exc).__name__,
+    )
+
+
+def _raw_text(value: Any) -> str | None:
+    raw = getattr(value, "raw", None)
+    return None if raw is None else str(raw)
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def _owned(job_id: int, worker_id: str) -> ResumeJob | None:
+    """The job, if this worker still holds its lease (else the attempt is only logged)."""
+    job = db.session.get(ResumeJob, job_id, populate_existing=True)
+    if job is None or job.lease_owner != worker_id:
+        log.warning("resume job %s: lease lost by %s; recording the attempt only", job_id, worker_id)
+        return None
+    return job
+
+
+def _release(job: ResumeJob) -> None:
+    job.lease_owner = None
+    job.lease_expires_at = None
+
+
+def _finish(job_id: int, worker_id: str, sent: CallOutcome, now: datetime) -> None:
+    """Record a /resume attempt and move the job on; releases the lease; commits."""
+    db.session.add(sent.attempt_row(job_id))
+    job = _owned(job_id, worker_id)
+    if job is not None:
+        _apply_resume_outcome(job, sent, now)
+        _timeline(job, sent)
+        _release(job)
+    db.session.commit()
+
+
+def _apply_resume_outcome(job: ResumeJob, sent: CallOutcome, now: datetime) -> None:
+    if sent.result == "ok":
+        _succeed(job, sent.value.status, now)
+    elif sent.result == "not_pending":
+        _go_stale(job, f"AMP answered {sent.http_status or 400}: {_said(sent)}")
+    elif sent.result in ("not_found", "rejected"):
+        _fail(job, f"AMP refused the resume ({sent.http_status}): {_said(sent)}")
+    elif sent.result == "unauthorized":
+        _token_broken(job, sent, now)
+    else:
+        _retry_later(job, sent, now, ambiguous=sent.result == "ambiguous")
+
+
+def _after_status_check(job_id: int, worker_id: str, check: CallOutcome, now: datetime) -> bool:
+    """Record the status check; True when the resume should be sent (lease kept)."""
+    db.session.add(check.attempt_row(job_id))
+    job = _owned(job_id, worker_id)
+    send = False
+    if job is not None:
+        send = _apply_status(job, check, now)
+        _timeline(job, check)
+        if not send:
+            _release(job)
+    db.session.commit()
+    return send
+
+
+def _apply_status(job: ResumeJob, check: CallOutcome, now: datetime) -> bool:
+    if check.result == "ok":
+        state = check.value.state
+        if state == "waiting" and not _moved_on(job):
+            job.needs_status_check = False
+            return True
+        if state == "unknown":
+            _retry_later(job, check, now, ambiguous=True)
+            return False
+        applied = "completed" if state == "completed" else _expected_outcome(job)
+        _succeed(job, applied, now, note=f"AMP's status was '{state}' after an unclear attempt: "
+                 "the resume had been applied, so it was not sent again.")
+    elif check.result == "not_found":
+        _fail(job, f"AMP does not know this execution ({check.http_status}): {_said(check)}")
+    elif check.result == "unauthorized":
+        _token_broken(job, check, now)
+    else:
+        _retry_later(job, check, now, ambiguous=True)
+    return False
+
+
+def _moved_on(job: ResumeJob) -> bool:
+    """A newer round of this execution arrived after the decision: AMP acted on it."""
+    decision = job.decision
+    return bool(
+        db.session.scalar(
+            select(
+                exists().where(
+                    ReviewRound.execution_id == decision.round.execution_id,
+                    ReviewRound.id != decision.round_id,
+                    ReviewRound.received_at > decision.created_at,
+                )
+            )
+        )
+    )
+
+
+def _expected_outcome(job: ResumeJob) -> str:
+    return "resumed" if job.body.get("is_approve") else "retrying"
+
+
+def _said(call: CallOutcome) -> str:
+    return (call.error or call.body_text or "no details")[:300]
+
+
+def _succeed(job: ResumeJob, outcome: str, now: datetime, *, note: str | None = None) -> None:
+    from ..models import ExecutionStatus
+
+    job.state = JobState.SUCCEEDED
+    job.outcome = outcome
+    job.needs_status_check = False
+    job.last_error = note
+    execution = job.decision.round.execution
+    if outcome == "completed":
+        execution.status = ExecutionStatus.COMPLETED
+        execution.finished_at = execution.finished_at or now
+    elif execution.status is ExecutionStatus.PENDING_REVIEW and not _other_pending(job):
+        execution.status = ExecutionStatus.RUNNING
+    if not execution.status.finished:
+        execution.next_status_check_at = now  # let the status poller look soon
+
+
+def _other_pending(job: ResumeJob) -> bool:
+    round_ = job.decision.round
+    return bool(
+        db.session.scalar(
+            select(
+                exists().where(
+                    ReviewRound.execution_id == round_.execution_id,
+                    ReviewRound.state == RoundState.PENDING,
+                )
+            )
+        )
+    )
+
+
+def _go_stale(job: ResumeJob, detail: str) -> None:
+    from ..amp.executions import mark_pending_rounds_stale
+
+    job.state = JobState.STALE
+    job.needs_status_check = False
+    job.last_error = detail
+    round_ = job.decision.round
+    reason = "AMP says the execution is no longer waiting for input (resumed elsewhere or ended)"
+    round_.state = RoundState.STALE
+    round_.stale_reason = f"{reason}; the decision was recorded but not applied"
+    mark_pending_rounds_stale(round_.execution, reason)
+
+
+def _fail(job: ResumeJob, detail: str) -> None:
+    job.state = JobState.FAILED
+    job.last_error = detail
+
+
+def _token_broken(job: ResumeJob, call: CallOutcome, now: datetime) -> None:
+    """401: the crew needs an admin; the job waits (no attempt spent) for the fix."""
+    from ..amp.crews import mark_token_broken
+
+    job.last_error = f"the crew's token was refused ({call.http_status}); waiting for an admin to fix it."
+    job.next_attempt_at = now
+    mark_token_broken(job.crew, f"AMP answered {call.http_status} to a resume at {now:%Y-%m-%d %H:%M} UTC: {_said(call)}")
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Exponential backoff with jitter: between half and all of min(max, base ** attempts)."""
+    config = current_app.config
+    ceiling = min(float(config["RESUME_BACKOFF_MAX"]), float(config["RESUME_BACKOFF_BASE"]) ** attempts)
+    return ceiling / 2 + _JITTER.uniform(0, ceiling / 2)
+
+
+def _retry_later(job: ResumeJob, call: CallOutcome, now: datetime, *, ambiguous: bool) -> None:
+    job.attempts += 1
+    if ambiguous:
+        job.needs_status_check = True
+    what = "No clear answer" if ambiguous else "Not delivered"
+    job.last_error = f"{what} ({call.http_status or call.result}): {_said(call)}"
+    limit = int(current_app.config["RESUME_MAX_ATTEMPTS"])
+    if job.attempts >= limit:
+        job.state = JobState.FAILED
+        job.last_error = f"Gave up after {job.attempts} attempts. {job.last_error}"
+        return
+    job.next_attempt_at = now + timedelta(seconds=backoff_seconds(job.attempts))
+
+
+def _timeline(job: ResumeJob, call: CallOutcome) -> None:
+    from ..amp.executions import record_execution_event
+
+    round_ = job.decision.round
+    what = "status check" if call.kind == "status-check" else "resume"
+    status = f"HTTP {call.http_status}" if call.http_status else call.result
+    record_execution_event(
+        round_.execution,
+        "resume_attempt",
+        f"{what} for {round_.task_id} round {round_.round_number}: {status}; job {job.state.value}",
+        {
+            "job_id": job.id,
+            "kind": call.kind,
+            "result": call.result,
+            "http_status": call.http_status,
+            "job_state": job.state.value,
+            "error": call.error and call.error[:300],
+        },
+    )
+
+
+# --------------------------------------------------------------------------- presentation
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    state: str
+    outcome: str | None
+    headline: str
+    detail: str
+    tone: str  # ok, info, warn, bad
+    final: bool
+    attempts: int
+    next_attempt_at: datetime | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "outcome": self.outcome,
+            "headline": self.headline,
+            "detail": self.detail,
+            "tone": self.tone,
+            "final": self.final,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
+        }
+
+
+_SUCCESS = {
+    "resumed": ("Approved: the crew resumed.", "AMP accepted the decision and the execution continues."),
+    "retrying": (
+        "Revision requested: the crew is redoing the task.",
+        "Its next output will arrive in the queue as round {next} of this task.",
+    ),
+    "completed": ("Delivered: the execution has completed.", "AMP reports the execution finished."),
+}
+
+
+def describe(job: ResumeJob) -> JobSummary:
+    """What the reviewer sees about a job: outcome, or failure and what happens next."""
+    headline, detail, tone, final = _words(job)
+    return JobSummary(
+        state=job.state.value,
+        outcome=job.outcome,
+        headline=headline,
+        detail=detail,
+        tone=tone,
+        final=final,
+        attempts=job.attempts,
+        next_attempt_at=job.next_attempt_at if job.state is JobState.PENDING else None,
+    )
+
+
+def _words(job: ResumeJob) -> tuple[str, str, str, bool]:
+    if job.state is JobState.SUCCEEDED:
+        headline, detail = _SUCCESS.get(job.outcome or "", ("Delivered.", "AMP accepted the decision."))
+        detail = detail.format(next=job.decision.round.round_number + 1)
+        return headline, (f"{detail} {job.last_error}" if job.last_error else detail), "ok", True
+    if job.state is JobState.STALE:
+        return (
+            "Not applied: the execution was no longer waiting for input.",
+            f"Someone else resumed it or it ended, so the round is marked stale. {job.last_error or ''}".strip(),
+            "warn",
+            True,
+        )
+    if job.state is JobState.FAILED:
+        return (
+            "Delivery failed.",
+            f"{job.last_error or 'No details.'} A lead or admin can retry or dismiss it "
+            "on the Failed deliveries page; your decision is kept.",
+            "bad",
+            True,
+        )
+    if job.state is JobState.DISMISSED:
+        return ("Dismissed.", "A lead or admin dismissed this delivery; nothing will be sent.", "warn", True)
+    return _pending_words(job)
+
+
+def _pending_words(job: ResumeJob) -> tuple[str, str, str, bool]:
+    if job.crew.token_broken:
+        return (
+            "Waiting for an admin: AMP refused the crew's token.",
+            "Your decision is stored and will be sent as soon as an admin updates the "
+            "crew's token. Nothing is lost.",
+            "bad",
+            False,
+        )
+    if job.attempts == 0 and not job.last_error:
+        return ("Sending to AMP…", "Your decision is stored; delivery is under way.", "info", False)
+    limit = int(current_app.config["RESUME_MAX_ATTEMPTS"])
+    when = f"{job.next_attempt_at:%H:%M:%S} UTC"
+    detail = (
+        f"Attempt {job.attempts} of {limit} did not get through ({job.last_error}). "
+        f"The next try is at {when}; nothing is lost."
+    )
+    if job.needs_status_check:
+        detail += " Before sending again, reviewapp asks AMP for the execution's status so the decision is never applied twice."
+    return ("Delivery is being retried automatically.", detail, "warn", False)
+

@@ -1,0 +1,591 @@
+"""The review loop's services: the queue, claims, decisions, and failed resume jobs.
+
+Services flush; the view or CLI command commits once. Whenever only one actor may win
+(claiming, deciding, retrying a job) the service runs a conditional ``UPDATE ... WHERE``
+and reads its row count: that works the same on SQLite and PostgreSQL, unlike
+check-then-update or ``SELECT ... FOR UPDATE`` (a no-op on SQLite).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import Integer, func, literal, or_, select, tuple_, update
+from sqlalchemy.orm import joinedload
+
+from ..audit.services import record_event
+from ..extensions import db
+from ..models import (
+    Crew,
+    Decision,
+    Execution,
+    JobState,
+    ResumeJob,
+    ReviewRound,
+    Role,
+    RoundState,
+    User,
+    UtcDateTime,
+    utcnow,
+)
+
+FEEDBACK_MAX_CHARS = 20_000
+SNIPPET_CHARS = 160
+QUEUE_PAGE_SIZE = 50
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+# key -> (label, older than, younger than)
+AGE_WINDOWS: dict[str, tuple[str, timedelta | None, timedelta | None]] = {
+    "": ("any age", None, None),
+    "lt1h": ("newer than 1 hour", None, timedelta(hours=1)),
+    "gt1h": ("older than 1 hour", timedelta(hours=1), None),
+    "gt4h": ("older than 4 hours", timedelta(hours=4), None),
+    "gt24h": ("older than 1 day", timedelta(days=1), None),
+}
+
+
+class ReviewError(Exception):
+    """A decision or claim that cannot go ahead; the message is shown to the user."""
+
+
+class FeedbackRequired(ReviewError):
+    pass
+
+
+class RoundConflict(ReviewError):
+    """Someone else won: the round is decided, stale, or claimed by another reviewer."""
+
+    def __init__(self, message: str, round_: ReviewRound) -> None:
+        super().__init__(message)
+        self.round = round_
+
+
+class AlreadyDecided(RoundConflict):
+    pass
+
+
+class RoundNotPending(RoundConflict):
+    pass
+
+
+class ClaimedByOther(RoundConflict):
+    pass
+
+
+class JobActionError(ReviewError):
+    pass
+
+
+# --------------------------------------------------------------------------- queue
+
+
+@dataclass(frozen=True)
+class QueueFilters:
+    crew_id: int | None = None
+    task_id: str | None = None
+    age: str = ""
+    q: str = ""
+    newest_first: bool = False
+
+    def as_args(self) -> dict[str, str]:
+        """The filters as query-string arguments (empty ones left out)."""
+        args = {
+            "crew": str(self.crew_id) if self.crew_id else "",
+            "task": self.task_id or "",
+            "age": self.age,
+            "q": self.q,
+            "sort": "newest" if self.newest_first else "",
+        }
+        return {key: value for key, value in args.items() if value}
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position: the (received_at, id) of the last row shown."""
+
+    received_at: datetime
+    round_id: int
+
+    def encode(self) -> str:
+        micros = (self.received_at - EPOCH) // timedelta(microseconds=1)
+        return f"{micros}-{self.round_id}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        try:
+            micros, round_id = (int(part) for part in text.split("-", 1))
+            return cls(EPOCH + timedelta(microseconds=micros), round_id)
+        except (ValueError, OverflowError) as exc:
+            raise ReviewError("That page link is invalid. Start again from the first page.") from exc
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    round_id: int
+    received_at: datetime
+    crew_name: str
+    execution_id: int
+    kickoff_id: str
+    task_id: str
+    agent: str | None
+    round_number: int
+    reviewer_name: str | None  # who holds a live claim, if anyone
+    claim_expires_at: datetime | None
+    snippet: str
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    rows: list[QueueRow]
+    total: int
+    next_cursor: str | None
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _pending_matching(stmt, filters: QueueFilters, now: datetime):
+    stmt = stmt.where(ReviewRound.state == RoundState.PENDING)
+    if filters.crew_id:
+        stmt = stmt.where(ReviewRound.crew_id == filters.crew_id)
+    if filters.task_id:
+        stmt = stmt.where(ReviewRound.task_id == filters.task_id)
+    _, older, younger = AGE_WINDOWS[filters.age]
+    if older is not None:
+        stmt = stmt.where(ReviewRound.received_at <= now - older)
+    if younger is not None:
+        stmt = stmt.where(ReviewRound.received_at > now - younger)
+    if filters.q:
+        stmt = stmt.where(ReviewRound.output.ilike(f"%{_escape_like(filters.q)}%", escape="\\"))
+    return stmt
+
+
+def _ordered(stmt, filters: QueueFilters):
+    if filters.newest_first:
+        return stmt.order_by(ReviewRound.received_at.desc(), ReviewRound.id.desc())
+    return stmt.order_by(ReviewRound.received_at, ReviewRound.id)
+
+
+def _after(stmt, filters: QueueFilters, cursor: Cursor):
+    key = tuple_(ReviewRound.received_at, ReviewRound.id)
+    position = tuple_(
+        literal(cursor.received_at, UtcDateTime()), literal(cursor.round_id, Integer())
+    )
+    if filters.newest_first:
+        return stmt.where(key < position)
+    return stmt.where(key > position)
+
+
+def count_queue(filters: QueueFilters, *, now: datetime | None = None) -> int:
+    now = now or utcnow()
+    stmt = _pending_matching(select(func.count()).select_from(ReviewRound), filters, now)
+    return int(db.session.scalar(stmt) or 0)
+
+
+def list_queue(
+    filters: QueueFilters,
+    *,
+    after: Cursor | None = None,
+    limit: int = QUEUE_PAGE_SIZE,
+    now: datetime | None = None,
+) -> QueuePage:
+    """One keyset page of pending rounds (never loads whole outputs)."""
+    now = now or utcnow()
+    stmt = (
+        select(
+            ReviewRound.id,
+            ReviewRound.received_at,
+            Crew.name,
+            Execution.id,
+            Execution.kickoff_id,
+            ReviewRound.task_id,
+            ReviewRound.agent,
+            ReviewRound.round_number,
+            User.username,
+            ReviewRound.claim_expires_at,
+            func.substr(ReviewRound.output, 1, SNIPPET_CHARS),
+        )
+        .join(Crew, Crew.id == ReviewRound.crew_id)
+        .join(Execution, Execution.id == ReviewRound.execution_id)
+        .outerjoin(User, User.id == ReviewRound.claimed_by_id)
+    )
+    stmt = _pending_matching(stmt, filters, now)
+    if after is not None:
+        stmt = _after(stmt, filters, after)
+    result = db.session.execute(_ordered(stmt, filters).limit(limit + 1)).all()
+    rows = [_queue_row(values, now) for values in result[:limit]]
+    next_cursor = None
+    if len(result) > limit:
+        last = rows[-1]
+        next_cursor = Cursor(last.received_at, last.round_id).encode()
+    return QueuePage(rows=rows, total=count_queue(filters, now=now), next_cursor=next_cursor)
+
+
+def _queue_row(values, now: datetime) -> QueueRow:
+    (rid, received, crew, exe_id, kickoff, task, agent, number, holder, expires, snippet) = values
+    live = holder is not None and expires is not None and expires > now
+    return QueueRow(
+        round_id=rid,
+        received_at=received,
+        crew_name=crew,
+        execution_id=exe_id,
+        kickoff_id=kickoff,
+        task_id=task,
+        agent=agent,
+        round_number=number,
+        reviewer_name=holder if live else None,
+        claim_expires_at=expires if live else None,
+        snippet=snippet or "",
+    )
+
+
+def crews_for_filter() -> list[tuple[int, str]]:
+    return [(c.id, c.name) for c in db.session.scalars(select(Crew).order_by(Crew.name))]
+
+
+# --------------------------------------------------------------------------- claims
+
+
+@dataclass(frozen=True)
+class ClaimStatus:
+    held: bool  # the asking user holds the claim now
+    holder_name: str | None
+    expires_at: datetime | None
+    state: RoundState
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "held": self.held,
+            "holder": self.holder_name,
+            "expires_at": self.expires_at.isoformat() if self.expires_at else None,
+            "state": self.state.value,
+        }
+
+
+def claim_minutes() -> int:
+    return int(current_app.config.get("CLAIM_MINUTES", 10))
+
+
+def _claimable_by(user_id: int, now: datetime):
+    return or_(
+        ReviewRound.claimed_by_id.is_(None),
+        ReviewRound.claimed_by_id == user_id,
+        ReviewRound.claim_expires_at < now,
+    )
+
+
+def claim_status(round_: ReviewRound, user: User, *, now: datetime | None = None) -> ClaimStatus:
+    now = now or utcnow()
+    live = round_.claimed_by_id is not None and (
+        round_.claim_expires_at is not None and round_.claim_expires_at > now
+    )
+    holder = round_.claimed_by if live else None
+    return ClaimStatus(
+        held=bool(live and round_.claimed_by_id == user.id and round_.state is RoundState.PENDING),
+        holder_name=holder.username if holder is not None else None,
+        expires_at=round_.claim_expires_at if live else None,
+        state=round_.state,
+    )
+
+
+def claim_round(round_: ReviewRound, user: User, *, now: datetime | None = None) -> ClaimStatus:
+    """Claim (or extend the claim on) a pending round, unless someone else holds it."""
+    now = now or utcnow()
+    stmt = (
+        update(ReviewRound)
+        .where(
+            ReviewRound.id == round_.id,
+            ReviewRound.state == RoundState.PENDING,
+            _claimable_by(user.id, now),
+        )
+        .values(claimed_by_id=user.id, claim_expires_at=now + timedelta(minutes=claim_minutes()))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(stmt)
+    db.session.refresh(round_)
+    return claim_status(round_, user, now=now)
+
+
+def take_over(round_: ReviewRound, lead: User, *, now: datetime | None = None) -> ClaimStatus:
+    """A lead takes a pending round over from whoever holds it (audited)."""
+    now = now or utcnow()
+    if not lead.has_role(Role.LEAD):
+        raise ReviewError("Only a lead or an admin can take a review over.")
+    previous = claim_status(round_, lead, now=now).holder_name
+    result = db.session.execute(
+        update(ReviewRound)
+        .where(ReviewRound.id == round_.id, ReviewRound.state == RoundState.PENDING)
+        .values(claimed_by_id=lead.id, claim_expires_at=now + timedelta(minutes=claim_minutes()))
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(round_)
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise RoundNotPending("This round is no longer waiting for a decision.", round_)
+    record_event(
+        "claim_takeover",
+        actor=lead,
+        target_type="review_round",
+        target_id=round_.id,
+        target_name=_round_label(round_),
+        details={"from": previous},
+    )
+    return claim_status(round_, lead, now=now)
+
+
+def release_claim(round_: ReviewRound, user: User) -> bool:
+    result = db.session.execute(
+        update(ReviewRound)
+        .where(ReviewRound.id == round_.id, ReviewRound.claimed_by_id == user.id)
+        .values(claimed_by_id=None, claim_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(round_)
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+def review_next(
+    user: User, filters: QueueFilters | None = None, *, now: datetime | None = None
+) -> ReviewRound | None:
+    """Claim the oldest pending round this user may take (a few tries under contention)."""
+    now = now or utcnow()
+    filters = filters or QueueFilters()
+    candidates = select(ReviewRound.id).where(_claimable_by(user.id, now))
+    candidates = _pending_matching(candidates, filters, now)
+    candidates = candidates.order_by(ReviewRound.received_at, ReviewRound.id).limit(10)
+    for round_id in db.session.scalars(candidates).all():
+        round_ = db.session.get(ReviewRound, round_id)
+        if round_ is not None and claim_round(round_, user, now=now).held:
+            return round_
+    return None
+
+
+# --------------------------------------------------------------------------- review page
+
+
+def get_round(round_id: int) -> ReviewRound | None:
+    return db.session.get(
+        ReviewRound,
+        round_id,
+        options=[joinedload(ReviewRound.execution), joinedload(ReviewRound.crew)],
+    )
+
+
+def earlier_rounds(round_: ReviewRound) -> list[ReviewRound]:
+    """Earlier rounds of the same task of the same execution, oldest first."""
+    stmt = (
+        select(ReviewRound)
+        .options(joinedload(ReviewRound.decision).joinedload(Decision.reviewer))
+        .where(
+            ReviewRound.execution_id == round_.execution_id,
+            ReviewRound.task_id == round_.task_id,
+            ReviewRound.round_number < round_.round_number,
+        )
+        .order_by(ReviewRound.round_number)
+    )
+    return list(db.session.scalars(stmt).unique())
+
+
+def _round_label(round_: ReviewRound) -> str:
+    return f"{round_.task_id} round {round_.round_number}"[:128]
+
+
+def resume_fields(round_: ReviewRound, *, feedback: str, is_approve: bool) -> dict[str, object]:
+    """The four section-1 fields a job stores (URLs and secrets are added at send time)."""
+    return {
+        "execution_id": round_.execution.kickoff_id,
+        "task_id": round_.task_id,
+        "human_feedback": feedback,
+        "is_approve": bool(is_approve),
+    }
+
+
+RESUME_FIELDS = ("execution_id", "task_id", "human_feedback", "is_approve")
+
+
+def job_fields(job: ResumeJob) -> dict[str, object]:
+    """The stored section-1 fields of a job, as keyword arguments for build_resume_body."""
+    return {key: job.body[key] for key in RESUME_FIELDS}
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def normalise_feedback(text: str | None) -> str:
+    return (text or "").replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def revision_reasons() -> list[str]:
+    return list(current_app.config.get("REVISION_REASONS") or [])
+
+
+def _conflict(round_: ReviewRound, reviewer: User, now: datetime) -> RoundConflict:
+    """Why the conditional update matched no row."""
+    db.session.refresh(round_)
+    if round_.state is RoundState.DECIDED and round_.decision is not None:
+        who = round_.decision.reviewer.username
+        return AlreadyDecided(f"This round was already decided by {who}.", round_)
+    if round_.state is RoundState.STALE:
+        reason = round_.stale_reason or "the execution moved on"
+        return RoundNotPending(f"This round is no longer waiting for a decision: {reason}.", round_)
+    holder = claim_status(round_, reviewer, now=now).holder_name or "another reviewer"
+    return ClaimedByOther(f"This round is being reviewed by {holder}.", round_)
+
+
+def submit_decision(
+    round_: ReviewRound,
+    reviewer: User,
+    *,
+    is_approve: bool,
+    feedback: str,
+    reason_code: str | None = None,
+    now: datetime | None = None,
+) -> Decision:
+    """Record the decision and its resume job, or raise why someone else won.
+
+    The round moves pending -> decided in one conditional UPDATE (also requiring that no
+    one else holds a live claim); only the caller whose UPDATE matched a row inserts the
+    Decision (unique per round) and the ResumeJob. The caller commits both at once.
+    """
+    now = now or utcnow()
+    feedback = normalise_feedback(feedback)
+    if not is_approve and not feedback:
+        raise FeedbackRequired("Say what should change: a revision needs feedback.")
+    if len(feedback) > FEEDBACK_MAX_CHARS:
+        raise ReviewError(f"Feedback is limited to {FEEDBACK_MAX_CHARS} characters.")
+    if is_approve or not reason_code:
+        reason_code = None
+    elif reason_code not in revision_reasons():
+        raise ReviewError("Choose a reason from the list, or none.")
+    won = db.session.execute(
+        update(ReviewRound)
+        .where(
+            ReviewRound.id == round_.id,
+            ReviewRound.state == RoundState.PENDING,
+            _claimable_by(reviewer.id, now),
+        )
+        .values(state=RoundState.DECIDED, claimed_by_id=None, claim_expires_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if won.rowcount != 1:  # type: ignore[attr-defined]
+        raise _conflict(round_, reviewer, now)
+    db.session.refresh(round_)
+    decision = Decision(
+        round_id=round_.id,
+        reviewer_id=reviewer.id,
+        is_approve=is_approve,
+        feedback=feedback,
+        reason_code=reason_code,
+        created_at=now,
+    )
+    job = ResumeJob(
+        decision=decision,
+        crew_id=round_.crew_id,
+        body=resume_fields(round_, feedback=feedback, is_approve=is_approve),
+        next_attempt_at=now,
+        created_at=now,
+    )
+    db.session.add_all([decision, job])
+    db.session.flush()
+    record_event(
+        "decision_submitted",
+        actor=reviewer,
+        target_type="review_round",
+        target_id=round_.id,
+        target_name=_round_label(round_),
+        details={
+            "decision": "approve" if is_approve else "revise",
+            "reason": reason_code,
+            "crew": round_.crew.name,
+            "execution": round_.execution.kickoff_id,
+            "job_id": job.id,
+        },
+    )
+    return decision
+
+
+def get_decision(decision_id: int) -> Decision | None:
+    return db.session.get(
+        Decision,
+        decision_id,
+        options=[joinedload(Decision.round), joinedload(Decision.job), joinedload(Decision.reviewer)],
+    )
+
+
+def may_view_decision(decision: Decision, user: User) -> bool:
+    return decision.reviewer_id == user.id or user.has_role(Role.LEAD)
+
+
+# --------------------------------------------------------------------------- failed jobs
+
+
+def jobs_needing_attention(limit: int = 200) -> list[ResumeJob]:
+    """Failed jobs, and pending ones that have failed at least once or wait for a token fix."""
+    broken = select(Crew.id).where(Crew.token_broken.is_(True))
+    stmt = (
+        select(ResumeJob)
+        .options(joinedload(ResumeJob.decision).joinedload(Decision.round), joinedload(ResumeJob.crew))
+        .where(
+            or_(
+                ResumeJob.state == JobState.FAILED,
+                (ResumeJob.state == JobState.PENDING)
+                & or_(ResumeJob.attempts > 0, ResumeJob.crew_id.in_(broken)),
+            )
+        )
+        .order_by(ResumeJob.updated_at.desc(), ResumeJob.id.desc())
+        .limit(limit)
+    )
+    return list(db.session.scalars(stmt).unique())
+
+
+def _job_event(event: str, job: ResumeJob, actor: User) -> None:
+    record_event(
+        event,
+        actor=actor,
+        target_type="resume_job",
+        target_id=job.id,
+        target_name=f"{job.body.get('task_id', '')} / {job.body.get('execution_id', '')}"[:128],
+        details={"decision_id": job.decision_id, "attempts": job.attempts},
+    )
+
+
+def retry_job(job: ResumeJob, actor: User, *, now: datetime | None = None) -> None:
+    """FAILED -> PENDING with a fresh attempt budget, due now."""
+    now = now or utcnow()
+    moved = db.session.execute(
+        update(ResumeJob)
+        .where(ResumeJob.id == job.id, ResumeJob.state == JobState.FAILED)
+        .values(state=JobState.PENDING, attempts=0, next_attempt_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(job)
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobActionError(f"Only a failed delivery can be retried (this one is {job.state.value}).")
+    _job_event("resume_job_retried", job, actor)
+
+
+def dismiss_job(job: ResumeJob, actor: User, *, now: datetime | None = None) -> None:
+    """Give up on a failed (or stuck pending) delivery that nobody is sending right now."""
+    now = now or utcnow()
+    moved = db.session.execute(
+        update(ResumeJob)
+        .where(
+            ResumeJob.id == job.id,
+            ResumeJob.state.in_([JobState.FAILED, JobState.PENDING]),
+            or_(ResumeJob.lease_expires_at.is_(None), ResumeJob.lease_expires_at < now),
+        )
+        .values(state=JobState.DISMISSED, lease_owner=None, lease_expires_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(job)
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        raise JobActionError(
+            f"This delivery cannot be dismissed now (it is {job.state.value}, or being sent)."
+        )
+    _job_event("resume_job_dismissed", job, actor)
+
+
+def get_job(job_id: int) -> ResumeJob | None:
+    return db.session.get(ResumeJob, job_id)

@@ -1,0 +1,166 @@
+"""The queue: pending rounds, filters, keyset pagination, count, Review next."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from reviewapp.extensions import db
+from reviewapp.models import ReviewRound, RoundState, utcnow
+from reviewapp.reviews import services
+from reviewapp.reviews.services import Cursor, QueueFilters
+
+from .helpers import round_row
+
+
+def listed_ids(page_html: str) -> list[int]:
+    return [int(x) for x in re.findall(r'href="/rounds/(\d+)"', page_html)]
+
+
+@pytest.fixture
+def three_rounds(make_round):
+    now = utcnow()
+    old = make_round("old output about llamas", received_at=now - timedelta(hours=30))
+    mid = make_round("middle output 100% done", task_id="analysis_task", received_at=now - timedelta(hours=2), crew="travel")
+    new = make_round("new output", received_at=now - timedelta(minutes=5), agent="Writer")
+    return old, mid, new
+
+
+def test_queue_lists_pending_oldest_first_with_count(client, login_as, three_rounds):
+    login_as("reviewer")
+    response = client.get("/")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert listed_ids(page) == list(three_rounds)
+    assert "<strong>3</strong> pending rounds" in page
+    for text in ("research", "travel", "analysis_task", "Writer", "Review next"):
+        assert text in page
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ({"crew": "TRAVEL"}, [1]),
+        ({"task": "research_task"}, [0, 2]),
+        ({"age": "gt24h"}, [0]),
+        ({"age": "gt1h"}, [0, 1]),
+        ({"age": "lt1h"}, [2]),
+        ({"q": "LLAMAS"}, [0]),
+        ({"q": "100%"}, [1]),
+        ({"q": "0%"}, [1]),
+        ({"q": "_"}, []),
+        ({"sort": "newest"}, [2, 1, 0]),
+    ],
+)
+def test_filters_and_count_agree(app, client, login_as, three_rounds, query, expected):
+    login_as("reviewer")
+    if query.get("crew") == "TRAVEL":
+        query = {"crew": str(round_row(app, three_rounds[1]).crew_id)}
+    page = client.get("/", query_string=query).get_data(as_text=True)
+    assert listed_ids(page) == [three_rounds[i] for i in expected]
+    if expected:
+        assert f"<strong>{len(expected)}</strong> pending round" in page
+    else:
+        assert "<strong>0</strong> pending rounds" in page
+
+
+def test_decided_and_stale_rounds_leave_the_queue(app, client, login_as, make_round):
+    keep, decided, stale = make_round("a"), make_round("b"), make_round("c")
+    with app.app_context():
+        db.session.get(ReviewRound, decided).state = RoundState.DECIDED
+        db.session.get(ReviewRound, stale).state = RoundState.STALE
+        db.session.commit()
+    login_as("reviewer")
+    page = client.get("/").get_data(as_text=True)
+    assert listed_ids(page) == [keep]
+    assert "<strong>1</strong> pending round" in page
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"crew": "abc"}, {"age": "forever"}, {"sort": "sideways"}, {"after": "not-a-cursor"}, {"after": "9" * 40 + "-1"}],
+)
+def test_bad_filter_values_are_a_clear_400(client, login_as, query):
+    login_as("reviewer")
+    response = client.get("/", query_string=query)
+    assert response.status_code == 400
+    assert b"Traceback" not in response.data
+    assert b"filter" in response.data or b"page link" in response.data or b"sort" in response.data
+
+
+def test_keyset_pages_cover_every_row_once(app, make_round):
+    now = utcnow()
+    same_time = now - timedelta(hours=1)
+    ids = [make_round(f"out {i}", received_at=same_time if i % 3 == 0 else now - timedelta(seconds=i)) for i in range(23)]
+    for newest_first in (False, True):
+        filters = QueueFilters(newest_first=newest_first)
+        seen, cursor, totals = [], None, set()
+        with app.app_context():
+            for _ in range(10):
+                page = services.list_queue(filters, after=cursor, limit=5)
+                seen += [row.round_id for row in page.rows]
+                totals.add(page.total)
+                if page.next_cursor is None:
+                    break
+                cursor = Cursor.decode(page.next_cursor)
+        assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen))
+        assert totals == {23}
+        with app.app_context():
+            times = {r.id: (r.received_at, r.id) for r in db.session.scalars(select(ReviewRound))}
+        keys = [times[i] for i in seen]
+        assert keys == sorted(keys, reverse=newest_first)
+
+
+def test_next_page_link_keeps_filters(app, client, login_as, make_round):
+    for i in range(services.QUEUE_PAGE_SIZE + 3):
+        make_round(f"item {i}", task_id="t1")
+    make_round("other task", task_id="t2")
+    login_as("reviewer")
+    first = client.get("/", query_string={"task": "t1"}).get_data(as_text=True)
+    assert len(listed_ids(first)) == services.QUEUE_PAGE_SIZE
+    link = re.search(r'href="(/\?[^"]*after=[^"]*)" rel="next"', first).group(1).replace("&amp;", "&")
+    assert "task=t1" in link
+    second = client.get(link).get_data(as_text=True)
+    assert len(listed_ids(second)) == 3
+    assert not set(listed_ids(first)) & set(listed_ids(second))
+    assert f"<strong>{services.QUEUE_PAGE_SIZE + 3}</strong> pending rounds" in second
+
+
+def test_cursor_round_trips():
+    cursor = Cursor(utcnow(), 42)
+    assert Cursor.decode(cursor.encode()) == cursor
+
+
+def test_review_next_claims_the_oldest_unclaimed(app, client, login_as, make_user, make_round):
+    now = utcnow()
+    first = make_round("first", received_at=now - timedelta(hours=3))
+    second = make_round("second", received_at=now - timedelta(hours=2))
+    other = make_user("other", "reviewer")
+    with app.app_context():
+        services.claim_round(db.session.get(ReviewRound, first), other)
+        db.session.commit()
+    me = login_as("reviewer")
+    response = client.post("/next")
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/rounds/{second}"
+    assert round_row(app, second).claimed_by_id == me.id
+    page = client.get("/").get_data(as_text=True)
+    assert "other" in page  # "being reviewed by" column
+
+
+def test_review_next_with_nothing_left(client, login_as):
+    login_as("reviewer")
+    response = client.post("/next", follow_redirects=True)
+    assert response.status_code == 200
+    assert b"Nothing left to review" in response.data
+
+
+def test_review_next_respects_filters(app, client, login_as, make_round):
+    make_round("a", task_id="alpha", received_at=utcnow() - timedelta(hours=1))
+    wanted = make_round("b", task_id="beta")
+    login_as("reviewer")
+    response = client.post("/next", data={"task": "beta"})
+    assert response.headers["Location"] == f"/rounds/{wanted}"
