@@ -89,7 +89,9 @@ def _insert_ignoring_conflicts(model: type, values: dict[str, Any]) -> bool:
         stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - reviewapp supports SQLite and PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
-    return db.session.execute(stmt).rowcount == 1
+    # rowcount is not reliable here (psycopg reports -1); RETURNING says what happened.
+    inserted = db.session.execute(stmt.returning(model.__table__.c.id)).first()
+    return inserted is not None
 
 
 def _variants(name: str) -> tuple[str, str]:
