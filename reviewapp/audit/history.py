@@ -1,0 +1,123 @@
+"""The decision history: one row per decision with its round, reviewer and resume outcome.
+
+The page and the exports share :func:`history_statement`, so they show the same rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
+from ..models import (
+    Crew,
+    Decision,
+    Execution,
+    JobState,
+    ResumeAttempt,
+    ResumeJob,
+    ReviewRound,
+    User,
+)
+from .dialect import text_matches
+from .filters import HistoryFilters
+from .pagination import Cursor, Page, keyset_page
+
+
+def _last_http_status() -> Any:
+    """HTTP status of the job's latest attempt (an index probe per row)."""
+    return (
+        select(ResumeAttempt.http_status)
+        .where(ResumeAttempt.job_id == ResumeJob.id)
+        .order_by(ResumeAttempt.id.desc())
+        .limit(1)
+        .correlate(ResumeJob)
+        .scalar_subquery()
+    )
+
+
+def _search(q: str) -> ColumnElement:
+    """Decisions whose feedback, or whose round's output, matches ``q``.
+
+    Written as two ``IN (subquery)`` so PostgreSQL answers each side from its GIN index.
+    """
+    decision = aliased(Decision)
+    by_feedback = select(decision.id).where(text_matches(decision.feedback, q))
+    by_output = select(ReviewRound.id).where(text_matches(ReviewRound.output, q))
+    return or_(Decision.id.in_(by_feedback), Decision.round_id.in_(by_output))
+
+
+def _conditions(filters: HistoryFilters) -> list[ColumnElement]:
+    conditions: list[ColumnElement] = []
+    if filters.crew_id is not None:
+        conditions.append(ReviewRound.crew_id == filters.crew_id)
+    if filters.reviewer_id is not None:
+        conditions.append(Decision.reviewer_id == filters.reviewer_id)
+    if filters.decision is not None:
+        conditions.append(Decision.is_approve.is_(filters.decision == "approve"))
+    if filters.outcome is not None:
+        conditions.append(ResumeJob.state == JobState(filters.outcome))
+    if filters.dates.start is not None:
+        conditions.append(Decision.created_at >= filters.dates.start)
+    if filters.dates.end is not None:
+        conditions.append(Decision.created_at < filters.dates.end)
+    if filters.q:
+        conditions.append(_search(filters.q))
+    return conditions
+
+
+def history_statement(filters: HistoryFilters) -> Select:
+    """Every decision matching ``filters`` (unordered; callers order and limit)."""
+    return (
+        select(
+            Decision.id.label("id"),
+            Decision.created_at.label("created_at"),
+            Decision.is_approve,
+            Decision.reason_code,
+            Decision.feedback,
+            User.username.label("reviewer"),
+            Crew.name.label("crew"),
+            ReviewRound.id.label("round_id"),
+            ReviewRound.execution_id,
+            Execution.kickoff_id,
+            ReviewRound.task_id,
+            ReviewRound.round_number,
+            ReviewRound.received_at,
+            ResumeJob.state.label("job_state"),
+            ResumeJob.outcome.label("job_outcome"),
+            ResumeJob.attempts.label("attempts"),
+            _last_http_status().label("last_http_status"),
+        )
+        .select_from(Decision)
+        .join(ReviewRound, ReviewRound.id == Decision.round_id)
+        .join(Execution, Execution.id == ReviewRound.execution_id)
+        .join(Crew, Crew.id == ReviewRound.crew_id)
+        .join(User, User.id == Decision.reviewer_id)
+        .outerjoin(ResumeJob, ResumeJob.decision_id == Decision.id)
+        .where(*_conditions(filters))
+    )
+
+
+def history_page(
+    filters: HistoryFilters, *, after: Cursor | None = None, before: Cursor | None = None
+) -> Page:
+    return keyset_page(
+        history_statement(filters), Decision.created_at, Decision.id, after=after, before=before
+    )
+
+
+def history_in_order(filters: HistoryFilters, *, batch: int = 1000) -> Any:
+    """All matching rows, oldest first, streamed from a server-side cursor."""
+    stmt = history_statement(filters).order_by(Decision.created_at, Decision.id)
+    return db.session.execute(stmt.execution_options(yield_per=batch))
+
+
+def crew_choices() -> list[tuple[int, str]]:
+    return [tuple(row) for row in db.session.execute(select(Crew.id, Crew.name).order_by(Crew.name))]
+
+
+def reviewer_choices() -> list[tuple[int, str]]:
+    rows = db.session.execute(select(User.id, User.username).order_by(User.username))
+    return [tuple(row) for row in rows]

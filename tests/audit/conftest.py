@@ -1,0 +1,1 @@
+from tests.audit.factories import factory  # noqa: F401 - fixture
