@@ -11,13 +11,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-WIDTH = 720
-LABEL_WIDTH = 190  # horizontal charts: room for the row names
+WIDTH = 560
+LABEL_WIDTH = 170  # horizontal charts: room for the row names
 ROW_HEIGHT = 22
 COLUMN_AREA_HEIGHT = 180
 TOP = 12
 BOTTOM = 40  # column charts: room for the category labels
-MAX_LABEL_CHARS = 28
+MAX_LABEL_CHARS = 24
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,10 @@ def stacked_columns(
     """Vertical columns, one per category, each series stacked on the previous one."""
     totals = [sum(s.values[i] for s in series) for i in range(len(categories))]
     top = nice_max(max(totals, default=0))
-    plot_left, plot_width = 48, WIDTH - 56
+    plot_left, plot_width = 48, WIDTH - 72
     slot = plot_width / max(len(categories), 1)
     bar = max(slot * 0.8, 1.0)
-    every = label_every or max(1, math.ceil(len(categories) / 12))
+    every = label_every or max(1, math.ceil(len(categories) / 7))
     baseline = TOP + COLUMN_AREA_HEIGHT
     chart = Chart(title, WIDTH, baseline + BOTTOM, legend=_legend(series))
     chart.lines.append((plot_left, baseline, WIDTH - 8, baseline))

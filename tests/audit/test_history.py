@@ -1,0 +1,156 @@
+"""History page: columns, filters, a reviewer's own view, search, bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from reviewapp.models import JobState
+from tests.audit.factories import at
+
+
+def rows_of(response) -> int:
+    """Number of decision rows on a history page."""
+    return response.get_data(as_text=True).count('class="feedback"')
+
+
+@pytest.fixture
+def seeded(factory):
+    """Four decisions over three days, two crews, two reviewers."""
+    factory.decided(crew="research", reviewer="rita", approve=True, feedback="solid sources alpha",
+                    received_at=at(0), output="The quarterly numbers are in.")
+    factory.decided(crew="research", reviewer="sam", approve=False, feedback="needs citations beta",
+                    reason="incomplete", received_at=at(days=1), job_state=JobState.FAILED, http_status=500)
+    factory.decided(crew="ops", reviewer="rita", approve=False, feedback="wrong region gamma",
+                    received_at=at(days=2), job_state=JobState.STALE, http_status=400)
+    factory.decided(crew="ops", reviewer="sam", approve=True, feedback="ok delta",
+                    received_at=at(days=2, minutes=30), job_state=None)
+    factory.commit()
+
+
+def test_history_shows_every_column(client, login_as, seeded):
+    login_as("lead")
+    page = client.get("/audit/history").get_data(as_text=True)
+    assert rows_of_text(page) == 4
+    for text in ("2025-03-04 09:05:00", "sam", "research", "research_task", "revise",
+                 "incomplete", "needs citations beta", "failed", "HTTP 500", "1 attempt"):
+        assert text in page
+    assert "no job" in page  # the decision without a resume job
+
+
+def rows_of_text(page: str) -> int:
+    return page.count('class="feedback"')
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("", {"alpha", "beta", "gamma", "delta"}),
+        ("decision=approve", {"alpha", "delta"}),
+        ("decision=revise", {"beta", "gamma"}),
+        ("outcome=failed", {"beta"}),
+        ("outcome=stale", {"gamma"}),
+        ("from=2025-03-04", {"beta", "gamma", "delta"}),
+        ("to=2025-03-04", {"alpha", "beta"}),  # the 'to' day is included
+        ("from=2025-03-04&to=2025-03-04", {"beta"}),
+        ("from=2025-03-06", set()),
+    ],
+)
+def test_filters(client, login_as, seeded, query, expected):
+    login_as("lead")
+    page = client.get(f"/audit/history?{query}").get_data(as_text=True)
+    found = {word for word in ("alpha", "beta", "gamma", "delta") if f" {word}</div>" in page}
+    assert found == expected
+    assert rows_of_text(page) == len(expected)
+
+
+def test_crew_and_reviewer_filters(app, client, login_as, seeded, factory):
+    from sqlalchemy import select
+
+    from reviewapp.extensions import db
+    from reviewapp.models import Crew, User
+
+    crew_id = db.session.scalar(select(Crew.id).where(Crew.name == "ops"))
+    sam_id = db.session.scalar(select(User.id).where(User.username == "sam"))
+    login_as("lead")
+    page = client.get(f"/audit/history?crew={crew_id}").get_data(as_text=True)
+    assert "gamma" in page and "delta" in page and "alpha" not in page
+    page = client.get(f"/audit/history?reviewer={sam_id}&crew={crew_id}").get_data(as_text=True)
+    assert rows_of_text(page) == 1 and "delta" in page
+
+
+def test_reviewer_sees_only_their_own_decisions(client, login_as, factory):
+    me = login_as("reviewer", "rita")
+    factory.decided(reviewer="rita", feedback="mine one")
+    factory.decided(reviewer="sam", feedback="theirs one", received_at=at(5))
+    factory.commit()
+    page = client.get("/audit/history").get_data(as_text=True)
+    assert "Your decisions" in page
+    assert "mine one" in page and "theirs one" not in page
+    # Asking for someone else's decisions still shows only one's own.
+    from sqlalchemy import select
+
+    from reviewapp.extensions import db
+    from reviewapp.models import User
+
+    sam_id = db.session.scalar(select(User.id).where(User.username == "sam"))
+    page = client.get(f"/audit/history?reviewer={sam_id}").get_data(as_text=True)
+    assert "theirs one" not in page and "mine one" in page
+    assert me.username == "rita"
+    # No reviewer filter, no export links, no timeline links for a reviewer.
+    assert 'name="reviewer"' not in page
+    assert "export.csv" not in page
+    assert "/audit/executions/" not in page
+
+
+@pytest.mark.parametrize(
+    ("q", "expected"),
+    [
+        ("citations", {"beta"}),  # feedback
+        ("CITATIONS", {"beta"}),  # case-insensitive
+        ("quarterly", {"alpha"}),  # the round's output
+        ("wrong region", {"gamma"}),  # every word
+        ("wrong alpha", set()),  # words from different decisions
+        ("nothingmatches", set()),
+        ("%", set()),  # LIKE wildcards are literal
+        ("_", set()),
+    ],
+)
+def test_search_over_feedback_and_output(client, login_as, seeded, q, expected):
+    login_as("lead")
+    page = client.get("/audit/history", query_string={"q": q}).get_data(as_text=True)
+    found = {word for word in ("alpha", "beta", "gamma", "delta") if f" {word}</div>" in page}
+    assert found == expected
+
+
+def test_search_combines_with_filters(client, login_as, seeded):
+    login_as("lead")
+    page = client.get("/audit/history", query_string={"q": "citations", "decision": "approve"})
+    assert rows_of(page) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("crew=abc", "Choose a crew from the list."),
+        ("crew=99999999999", "Choose a crew from the list."),
+        ("reviewer=-1", "Choose a reviewer from the list."),
+        ("decision=maybe", "The decision filter must be one of: approve, revise."),
+        ("outcome=exploded", "The outcome filter must be one of"),
+        ("from=2025-13-01", "The &#39;from&#39; date must look like 2025-01-31."),
+        ("from=2025-03-05&to=2025-03-01", "The &#39;from&#39; date is after the &#39;to&#39; date."),
+        ("to=9999-12-31", "too far in the future"),
+        ("q=" + "x" * 201, "The q filter is longer than 200 characters."),
+    ],
+)
+def test_bad_filters_are_400_with_a_message(client, login_as, query, message):
+    login_as("lead")
+    response = client.get(f"/audit/history?{query}")
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+
+
+def test_unknown_crew_id_is_just_empty(client, login_as, seeded):
+    login_as("lead")
+    response = client.get("/audit/history?crew=424242")
+    assert response.status_code == 200
+    assert "No decisions match these filters." in response.get_data(as_text=True)
