@@ -1,0 +1,39 @@
+"""The app under benchmark, plus the two baselines served by the same process.
+
+- ``/_bench/plain``: a minimal Flask endpoint returning a static string;
+- ``/_bench/fortunes``: one small ORM query + a template (TechEmpower "fortunes" style).
+
+Only the benchmark loads this module; the product app has no such routes.
+"""
+
+from __future__ import annotations
+
+from flask import render_template_string
+from sqlalchemy import select
+
+from reviewapp import create_app
+from reviewapp.access import public
+from reviewapp.extensions import csrf, db
+from reviewapp.models import User
+
+FORTUNES = """<!doctype html><html><head><title>Fortunes</title></head><body>
+<table><tr><th>id</th><th>name</th></tr>
+{% for u in users %}<tr><td>{{ u.id }}</td><td>{{ u.username }}</td></tr>{% endfor %}
+</table></body></html>"""
+
+app = create_app()
+
+
+@public
+def plain() -> str:
+    return "Hello, World!"
+
+
+@public
+def fortunes() -> str:
+    users = db.session.execute(select(User.id, User.username).order_by(User.id).limit(12)).all()
+    return render_template_string(FORTUNES, users=users)
+
+
+app.add_url_rule("/_bench/plain", "bench_plain", csrf.exempt(plain))
+app.add_url_rule("/_bench/fortunes", "bench_fortunes", csrf.exempt(fortunes))

@@ -1,0 +1,146 @@
+"""Benchmark plumbing: a gunicorn server on loopback, wrk runs, a Python load client,
+and figures printed as ratios against baselines measured in the same run."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Figure:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4) -> Iterator[str]:
+    """Serve bench.benchapp:app on 127.0.0.1:<free port>; yields the base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "gunicorn", "bench.benchapp:app",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+        "--worker-class", "gthread", "--log-level", "warning", "--timeout", "120",
+    ]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "/_bench/plain", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("gunicorn did not start")
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def login(url: str, username: str, password: str) -> requests.Session:
+    session = requests.Session()
+    page = session.get(url + "/login", timeout=10).text
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page) or re.search(
+        r'name="csrf_token" value="([^"]+)"', page
+    )
+    data = {"username": username, "password": password}
+    if match:
+        data["csrf_token"] = match.group(1)
+    response = session.post(url + "/login", data=data, timeout=10, allow_redirects=False)
+    if response.status_code != 302:
+        raise RuntimeError(f"login failed: {response.status_code}")
+    return session
+
+
+def cookie_header(session: requests.Session) -> str:
+    return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    return float(value) * _UNITS[unit]
+
+
+def wrk(name: str, url: str, *, cookie: str | None = None, seconds: int = 5,
+        connections: int = 8, threads: int = 2) -> Figure:
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", url]
+    if cookie:
+        cmd[1:1] = ["-H", f"Cookie: {cookie}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return Figure(name, rps, p50, p99, total, int(bad.group(1)) if bad else 0)
+
+
+def timed_calls(name: str, call: Callable[[int], bool], *, count: int, concurrency: int = 4) -> Figure:
+    """Run ``call(i)`` ``count`` times on a thread pool; latency per call, errors counted."""
+    latencies: list[float] = []
+    errors = 0
+
+    def one(i: int) -> tuple[float, bool]:
+        start = time.perf_counter()
+        ok = call(i)
+        return time.perf_counter() - start, ok
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for elapsed, ok in pool.map(one, range(count)):
+            latencies.append(elapsed * 1000)
+            errors += 0 if ok else 1
+    wall = time.perf_counter() - started
+    latencies.sort()
+    return Figure(
+        name, count / wall, statistics.median(latencies),
+        latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], count, errors,
+    )
+
+
+def print_table(title: str, figures: list[Figure], baselines: dict[str, Figure]) -> None:
+    print(f"\n### {title}\n")
+    names = list(baselines)
+    header = "| case | req/s | p50 ms | p99 ms | n | errors | " + " | ".join(f"vs {n}" for n in names) + " | notes |"
+    print(header)
+    print("|" + "---|" * (header.count("|") - 1))
+    for f in figures:
+        ratios = " | ".join(f"{f.rps / baselines[n].rps:.2f}x" for n in names)
+        notes = ", ".join(f"{k}={v}" for k, v in f.extra.items())
+        print(f"| {f.name} | {f.rps:.1f} | {f.p50_ms:.1f} | {f.p99_ms:.1f} | {f.requests} | {f.errors} | {ratios} | {notes} |")
+    sys.stdout.flush()
