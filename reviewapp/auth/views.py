@@ -68,62 +68,74 @@ def login():
     return _finish_login(user, remember=remember)
 
 
-def _pending_or_restart() -> tuple[User, dict[str, Any]] | Any:
+def _pending_step(*, enrol: bool) -> tuple[tuple[User, dict[str, Any]] | None, Any]:
+    """The half-done login this step serves, or the redirect to the step it needs."""
     pending = sessions.pending_login()
     if pending is None:
         flash("Please log in again.", "info")
-        return redirect(url_for("auth.login"))
-    return pending
+        return None, redirect(url_for("auth.login"))
+    if bool(pending[1].get("enrol")) != enrol:
+        step = "auth.second_factor_setup" if pending[1].get("enrol") else "auth.second_factor"
+        return None, redirect(url_for(step, next=request.args.get("next")))
+    return pending, None
+
+
+def _code_step(template: str, page: dict[str, Any], check, user: User, remember: bool) -> Any:
+    """Ask for a code; ``check(code)`` raises if it is wrong; a right one logs in."""
+    form = page["form"]
+    if not form.validate_on_submit():
+        return render_template(template, **page)
+    try:
+        check(form.code.data or "")
+    except throttle.Throttled as exc:
+        return _throttled(template, exc, **page)
+    except services.AuthError as exc:
+        db.session.commit()  # keep the failure count
+        form.code.errors.append(str(exc))
+        return render_template(template, **page)
+    return _finish_login(user, remember=remember)
 
 
 @bp.route("/login/two-factor", methods=["GET", "POST"])
 @public
 def second_factor():
-    pending = _pending_or_restart()
-    if not isinstance(pending, tuple):
-        return pending
+    pending, elsewhere = _pending_step(enrol=False)
+    if pending is None:
+        return elsewhere
     user, data = pending
-    if data.get("enrol"):
-        return redirect(url_for("auth.second_factor_setup", next=request.args.get("next")))
-    form = TotpCodeForm()
-    if not form.validate_on_submit():
-        return render_template("auth/two_factor.html", form=form)
-    try:
-        totp.verify_login(user, form.code.data or "")
-    except throttle.Throttled as exc:
-        return _throttled("auth/two_factor.html", exc, form=form)
-    except services.AuthError as exc:
-        db.session.commit()  # keep the failure count
-        form.code.errors.append(str(exc))
-        return render_template("auth/two_factor.html", form=form)
-    return _finish_login(user, remember=bool(data.get("remember")))
+    return _code_step(
+        "auth/two_factor.html",
+        {"form": TotpCodeForm()},
+        lambda code: totp.verify_login(user, code),
+        user,
+        bool(data.get("remember")),
+    )
 
 
 @bp.route("/login/two-factor/setup", methods=["GET", "POST"])
 @public
 def second_factor_setup():
     """Enrolment a lead or admin must do before their login completes (REQUIRE_TOTP)."""
-    pending = _pending_or_restart()
-    if not isinstance(pending, tuple):
-        return pending
+    pending, elsewhere = _pending_step(enrol=True)
+    if pending is None:
+        return elsewhere
     user, data = pending
-    if not data.get("enrol"):
-        return redirect(url_for("auth.second_factor", next=request.args.get("next")))
     secret = data.get("secret") or totp.new_secret()
     sessions.set_pending_value("secret", secret)
-    form = TotpCodeForm()
-    page = {"form": form, "user": user, "secret": secret, "uri": totp.provisioning_uri(user, secret), "at_login": True}
-    if not form.validate_on_submit():
-        return render_template("auth/two_factor_setup.html", **page)
-    try:
-        totp.enable(user, secret, form.code.data or "")
-    except throttle.Throttled as exc:
-        return _throttled("auth/two_factor_setup.html", exc, **page)
-    except services.AuthError as exc:
-        db.session.commit()
-        form.code.errors.append(str(exc))
-        return render_template("auth/two_factor_setup.html", **page)
-    return _finish_login(user, remember=bool(data.get("remember")))
+    page = {
+        "form": TotpCodeForm(),
+        "user": user,
+        "secret": secret,
+        "uri": totp.provisioning_uri(user, secret),
+        "at_login": True,
+    }
+    return _code_step(
+        "auth/two_factor_setup.html",
+        page,
+        lambda code: totp.enable(user, secret, code),
+        user,
+        bool(data.get("remember")),
+    )
 
 
 @bp.route("/account/two-factor", methods=["GET"])
