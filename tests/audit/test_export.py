@@ -1,0 +1,143 @@
+"""Streamed CSV / JSON Lines export: content, filters, formula neutralising, no secrets."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from sqlalchemy import select
+
+from reviewapp.audit.export import COLUMNS, ROWS_PER_CHUNK, neutralise
+from reviewapp.extensions import db
+from reviewapp.models import AuditEvent, JobState
+from tests.audit.factories import at
+
+
+def csv_rows(response) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+
+
+@pytest.fixture
+def two(factory):
+    factory.decided(crew="research", reviewer="rita", approve=True, feedback="Fine, ship it.",
+                    received_at=at(0), wait_minutes=5)
+    factory.decided(crew="ops", reviewer="sam", approve=False, feedback="Line one\nline, \"two\"",
+                    reason="incomplete", received_at=at(days=1), job_state=JobState.FAILED, http_status=503)
+    factory.commit()
+
+
+def test_csv_has_the_filtered_history_oldest_first(client, login_as, two):
+    login_as("lead")
+    response = client.get("/audit/history/export.csv")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"].startswith('attachment; filename="reviewapp-history-')
+    rows = csv_rows(response)
+    assert list(rows[0].keys()) == list(COLUMNS)
+    assert [r["feedback"] for r in rows] == ["Fine, ship it.", 'Line one\nline, "two"']
+    first, second = rows
+    assert first == {
+        "decision_id": "1", "decided_at": "2025-03-03T09:05:00+00:00", "reviewer": "rita",
+        "crew": "research", "execution_id": "1", "kickoff_id": "00000000-0000-4000-8000-000000000001",
+        "task_id": "research_task", "round": "1", "decision": "approve", "reason_code": "",
+        "feedback": "Fine, ship it.", "notified_at": "2025-03-03T09:00:00+00:00",
+        "resume_state": "succeeded", "resume_outcome": "resumed", "last_http_status": "200",
+        "attempts": "1",
+    }
+    assert (second["decision"], second["reason_code"], second["resume_state"], second["last_http_status"]) == (
+        "revise", "incomplete", "failed", "503")
+
+
+def test_export_applies_the_filters(client, login_as, two):
+    login_as("lead")
+    rows = csv_rows(client.get("/audit/history/export.csv?decision=revise"))
+    assert [r["reviewer"] for r in rows] == ["sam"]
+    rows = csv_rows(client.get("/audit/history/export.csv?q=ship"))
+    assert [r["reviewer"] for r in rows] == ["rita"]
+    assert client.get("/audit/history/export.csv?from=nope").status_code == 400
+
+
+def test_jsonl_keeps_exact_values(client, login_as, two):
+    login_as("lead")
+    response = client.get("/audit/history/export.jsonl")
+    assert response.status_code == 200
+    assert response.mimetype == "application/jsonl"
+    lines = response.get_data(as_text=True).splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == 2
+    assert records[1]["feedback"] == 'Line one\nline, "two"'
+    assert records[1]["last_http_status"] == 503 and records[0]["reason_code"] is None
+    assert list(records[0]) == list(COLUMNS)
+
+
+@pytest.mark.parametrize("start", ["=", "+", "-", "@", "\t", "\r"])
+def test_formula_cells_are_neutralised(client, login_as, factory, start):
+    payload = f"{start}HYPERLINK(\"http://evil.test\",\"x\")"
+    factory.decided(feedback=payload, reason=f"{start}cmd", task_id=f"{start}task", crew=f"{start}crew")
+    factory.commit()
+    login_as("lead")
+    row = csv_rows(client.get("/audit/history/export.csv"))[0]
+    assert row["feedback"] == "'" + payload
+    assert row["reason_code"] == f"'{start}cmd"
+    assert row["task_id"] == f"'{start}task"
+    assert row["crew"] == f"'{start}crew"
+    record = json.loads(client.get("/audit/history/export.jsonl").get_data(as_text=True))
+    assert record["feedback"] == payload  # JSON Lines is for programs: exact value
+
+
+def test_neutralise_leaves_other_values_alone():
+    assert neutralise("fine") == "fine"
+    assert neutralise("a=b") == "a=b"
+    assert neutralise(-5) == -5
+    assert neutralise(None) is None
+
+
+def test_xss_payloads_are_plain_data_in_exports(client, login_as, factory):
+    factory.decided(feedback="<script>alert(1)</script>", reviewer="<img src=x onerror=alert(1)>")
+    factory.commit()
+    login_as("lead")
+    response = client.get("/audit/history/export.csv")
+    assert response.mimetype == "text/csv"  # never served as HTML
+    assert csv_rows(response)[0]["feedback"] == "<script>alert(1)</script>"
+
+
+def test_export_is_streamed_in_chunks(client, login_as, factory):
+    count = 2 * ROWS_PER_CHUNK + 10
+    for n in range(count):
+        factory.decided(feedback=f"row {n}", received_at=at(n), job_state=None)
+    factory.commit()
+    login_as("lead")
+    response = client.get("/audit/history/export.csv", buffered=False)
+    assert response.is_streamed
+    chunks = list(response.response)
+    response.close()
+    assert len(chunks) == 1 + 3  # the header, then at most ROWS_PER_CHUNK rows per chunk
+    text = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks).decode()
+    assert text.count("\r\n") == count + 1
+    assert f"row {count - 1}" in text
+
+
+def test_no_secrets_in_the_export(client, login_as, factory):
+    factory.decided(feedback="fine")
+    factory.commit()
+    login_as("lead")
+    text = client.get("/audit/history/export.csv").get_data(as_text=True)
+    text += client.get("/audit/history/export.jsonl").get_data(as_text=True)
+    for secret_ish in ("not-a-real-ciphertext", "beef", "human_feedback", "token", "password"):
+        assert secret_ish not in text
+
+
+def test_an_export_is_itself_audited(client, login_as, two):
+    lead = login_as("lead")
+    client.get("/audit/history/export.jsonl?decision=revise")
+    event = db.session.scalar(select(AuditEvent).where(AuditEvent.event == "history_exported"))
+    assert event.actor_name == lead.username
+    assert event.details == {"format": "jsonl", "filters": {"decision": "revise"}}
+
+
+@pytest.mark.parametrize("url", ["/audit/history/export.csv", "/audit/history/export.jsonl"])
+def test_reviewers_cannot_export(client, login_as, url):
+    login_as("reviewer")
+    assert client.get(url).status_code == 403
