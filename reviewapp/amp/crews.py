@@ -14,6 +14,7 @@ from .crypto import encrypt_secret, generate_inbound_secret, secret_hint
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 TOKEN_MAX = 4096
+RESERVED_NAMES = {"new", "executions"}  # paths of the crew pages themselves
 
 
 class CrewError(Exception):
@@ -30,10 +31,11 @@ def get_crew(name: str) -> Crew | None:
 
 def clean_name(name: str) -> str:
     name = (name or "").strip()
-    if not NAME_RE.match(name):
+    if not NAME_RE.match(name) or name in RESERVED_NAMES:
         raise CrewError(
             "Crew name must be 1 to 64 characters: lowercase letters, digits, '-' and '_', "
-            "starting with a letter or digit (it becomes part of the webhook URLs)."
+            "starting with a letter or digit, and not 'new' or 'executions' (it becomes part "
+            "of the webhook URLs)."
         )
     return name
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -178,6 +178,7 @@ def mark_pending_rounds_stale(
     *,
     task_id: str | None = None,
     exclude_round_id: int | None = None,
+    received_before: datetime | None = None,
 ) -> int:
     """Pending rounds of ``execution`` -> STALE with ``reason``. Returns how many changed.
 
@@ -190,6 +191,8 @@ def mark_pending_rounds_stale(
         query = query.where(ReviewRound.task_id == task_id)
     if exclude_round_id is not None:
         query = query.where(ReviewRound.id != exclude_round_id)
+    if received_before is not None:
+        query = query.where(ReviewRound.received_at <= received_before)
     changed = 0
     for round_ in list(db.session.scalars(query)):
         result = db.session.execute(
@@ -239,7 +242,7 @@ def finish_execution(
     word = "completed" if status is ExecutionStatus.COMPLETED else "failed"
     record_execution_event(execution, word, f"AMP reports the execution {word} ({source}).",
                            {"error": error[:SUMMARY_LIMIT]} if error else None)
-    mark_pending_rounds_stale(execution, f"AMP reports the execution {word}; it no longer waits for a review.")
+    mark_pending_rounds_stale(execution, f"The execution {word} ({source}); it no longer waits for a review.")
     return True
 
 
