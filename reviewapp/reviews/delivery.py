@@ -122,7 +122,7 @@ def deliver_job(job_id: int, *, worker_id: str, now: datetime | None = None) -> 
         db.session.commit()
         return DeliveryReport(job_id=job_id, leased=False, state=_state_of(job_id))
     db.session.commit()
-    return _work(job_id, worker_id, now)
+    return _work(job_id, worker_id)
 
 
 def deliver_due_jobs(*, now: datetime | None = None, limit: int = 20, worker_id: str) -> int:
@@ -134,7 +134,7 @@ def deliver_due_jobs(*, now: datetime | None = None, limit: int = 20, worker_id:
         db.session.commit()
         if job_id is None:
             break
-        _work(job_id, worker_id, clock)
+        _work(job_id, worker_id)
         worked += 1
     return worked
 
@@ -198,24 +198,24 @@ def _state_of(job_id: int) -> JobState | None:
 # --------------------------------------------------------------------------- one job
 
 
-def _work(job_id: int, worker_id: str, now: datetime) -> DeliveryReport:
+def _work(job_id: int, worker_id: str) -> DeliveryReport:
     try:
         plan = _plan(job_id)
     except Exception as exc:  # e.g. a token that no longer decrypts: count it, keep the job
         db.session.rollback()
         log.exception("resume job %s could not be prepared", job_id)
         outcome = _outcome("resume", utcnow(), "error", error=f"could not prepare the request: {exc}")
-        _finish(job_id, worker_id, outcome, now)
+        _finish(job_id, worker_id, outcome)
         return _report(job_id, [outcome.result])
     db.session.commit()  # end the read transaction: nothing stays open during HTTP
     if plan.check_status_first:
         check = _call("status-check", lambda: plan.client.status(plan.kickoff_id))
         plan.results.append(check.label)
-        if not _after_status_check(job_id, worker_id, check, now):
+        if not _after_status_check(job_id, worker_id, check):
             return _report(job_id, plan.results)
     sent = _call("resume", lambda: plan.client.resume(plan.body))
     plan.results.append(sent.label)
-    _finish(job_id, worker_id, sent, now)
+    _finish(job_id, worker_id, sent)
     return _report(job_id, plan.results)
 
 
@@ -312,12 +312,15 @@ def _release(job: ResumeJob) -> None:
     job.lease_expires_at = None
 
 
-def _finish(job_id: int, worker_id: str, sent: CallOutcome, now: datetime) -> None:
-    """Record a /resume attempt and move the job on; releases the lease; commits."""
+def _finish(job_id: int, worker_id: str, sent: CallOutcome) -> None:
+    """Record a /resume attempt and move the job on; releases the lease; commits.
+
+    Retries are scheduled from the real clock (the ``now`` a pass was given only decides
+    which jobs are due and which leases have expired)."""
     db.session.add(sent.attempt_row(job_id))
     job = _owned(job_id, worker_id)
     if job is not None:
-        _apply_resume_outcome(job, sent, now)
+        _apply_resume_outcome(job, sent, utcnow())
         _timeline(job, sent)
         _release(job)
     db.session.commit()
@@ -336,13 +339,13 @@ def _apply_resume_outcome(job: ResumeJob, sent: CallOutcome, now: datetime) -> N
         _retry_later(job, sent, now, ambiguous=sent.result == "ambiguous")
 
 
-def _after_status_check(job_id: int, worker_id: str, check: CallOutcome, now: datetime) -> bool:
+def _after_status_check(job_id: int, worker_id: str, check: CallOutcome) -> bool:
     """Record the status check; True when the resume should be sent (lease kept)."""
     db.session.add(check.attempt_row(job_id))
     job = _owned(job_id, worker_id)
     send = False
     if job is not None:
-        send = _apply_status(job, check, now)
+        send = _apply_status(job, check, utcnow())
         _timeline(job, check)
         if not send:
             _release(job)

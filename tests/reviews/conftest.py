@@ -64,3 +64,40 @@ def make_round(app, make_crew):
 
     return make
 
+
+
+CREW_INPUTS = {
+    "research": {"topic": "heat pumps", "current_year": "2025"},
+    "travel": {"destination": "Lisbon", "days": "3"},
+    "support": {"customer_name": "Ada", "question": "Where is my order?"},
+}
+
+
+@pytest.fixture
+def sandbox_round(app, sandbox, sandbox_crew):
+    """sandbox_round("research") -> id of the pending round of a fresh sandbox execution
+    (kicked off through reviewapp; the human-input webhook made the round)."""
+    from reviewapp.amp.executions import kickoff_execution
+    from reviewapp.models import ReviewRound, RoundState
+
+    registered: set[str] = set()
+
+    def make(crew: str = "research") -> int:
+        if crew not in registered:
+            sandbox_crew(crew)
+            registered.add(crew)
+        with app.app_context():
+            row = db.session.scalar(select(Crew).where(Crew.name == crew))
+            execution_id = kickoff_execution(row, CREW_INPUTS[crew]).id
+            db.session.commit()
+        assert sandbox.wait_idle(10)
+        with app.app_context():
+            round_id = db.session.scalar(
+                select(ReviewRound.id).where(
+                    ReviewRound.execution_id == execution_id, ReviewRound.state == RoundState.PENDING
+                )
+            )
+        assert round_id is not None, "the sandbox's human-input webhook made no round"
+        return round_id
+
+    return make
