@@ -235,7 +235,7 @@ def jobs_by_state(filters: MetricFilters) -> list[Count]:
         _decisions(filters, ResumeJob.state, total)
         .join(ResumeJob, ResumeJob.decision_id == Decision.id)
         .group_by(ResumeJob.state)
-        .order_by(total.desc())
+        .order_by(total.desc(), ResumeJob.state)
     )
     return [Count(row[0].value, int(row[1])) for row in db.session.execute(stmt)]
 
@@ -255,14 +255,4 @@ def queue_now(filters: MetricFilters) -> Queue:
     )
     if filters.crew_id is not None:
         stmt = stmt.where(ReviewRound.crew_id == filters.crew_id)
-    rows = []
-    for name, pending, oldest in db.session.execute(stmt):
-        rows.append(QueueRow(name, int(pending), _as_utc(oldest)))
-    return Queue(rows)
-
-
-def _as_utc(value: Any) -> datetime:
-    """``min()`` of a UtcDateTime comes back untyped on SQLite: parse it like the column."""
-    if isinstance(value, datetime):
-        return ReviewRound.received_at.type.process_result_value(value, None)
-    return ReviewRound.received_at.type.process_result_value(datetime.fromisoformat(value), None)
+    return Queue([QueueRow(name, int(pending), oldest) for name, pending, oldest in db.session.execute(stmt)])
