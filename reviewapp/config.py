@@ -213,6 +213,8 @@ def _limit_problems(config: dict[str, Any] | Any) -> list[str]:
         problems.append("MAX_CONTENT_LENGTH must be a positive number of bytes (REVIEWAPP_MAX_CONTENT_LENGTH).")
     if config.get("WTF_CSRF_ENABLED") is False:
         problems.append("WTF_CSRF_ENABLED is off: CSRF protection may only be disabled in tests.")
+    if config.get("LOGIN_THROTTLE_ENABLED") is False:
+        problems.append("Login throttling is off (REVIEWAPP_LOGIN_THROTTLE=0): only tests may do that.")
     if not config.get("SESSION_COOKIE_HTTPONLY"):
         problems.append("SESSION_COOKIE_HTTPONLY must stay on.")
     if config.get("SESSION_COOKIE_SAMESITE") not in {"Lax", "Strict"}:

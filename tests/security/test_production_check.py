@@ -71,6 +71,12 @@ def test_plain_http_on_loopback_is_fine(env):
     create_app()
 
 
+def test_switching_throttling_off_is_refused(env):
+    env(LOGIN_THROTTLE="0")
+    with pytest.raises(ConfigError, match="throttling is off"):
+        create_app()
+
+
 def test_idle_timeout_longer_than_the_session_is_refused(env):
     env(SESSION_IDLE_MINUTES="900", SESSION_MAX_HOURS="12")
     with pytest.raises(ConfigError, match="SESSION_IDLE_TIMEOUT"):
