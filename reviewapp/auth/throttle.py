@@ -7,7 +7,8 @@ Each attempt is counted under several keys (``LoginThrottle`` rows):
 - ``device:<id>`` *instead of* the account key when the browser presents a valid
   known-device cookie for that name (set at the owner's last successful login). An
   attacker hammering a name therefore cannot lock its owner out of their own browser;
-- ``ip:<address>`` for the client address (an IPv6 client counts by its /64);
+- ``ip:<address>`` for the client address (an IPv6 client counts by its /64); a known
+  device's attempts count here too, but the address's lock does not stop them;
 - ``totp:<user id>`` for second-factor codes.
 
 A key may fail ``free`` times. From then on every failure locks it for
@@ -61,6 +62,7 @@ class Key:
     scope: str  # "account" | "device" | "ip" | "totp"
     value: str
     policy: Policy
+    enforced: bool = True  # False: failures count, but its lock does not stop this attempt
 
     @property
     def key(self) -> str:
@@ -112,10 +114,12 @@ def client_network(address: str | None) -> str:
 
 
 def login_keys(username: str, address: str | None, device_id: str | None = None) -> list[Key]:
-    account = Key("device", device_id, _policy("ACCOUNT")) if device_id else Key(
-        "account", username.strip().lower()[:64], _policy("ACCOUNT")
-    )
-    return [account, Key("ip", client_network(address), _policy("IP"))]
+    """The keys one login attempt counts under. A known device answers for itself: neither
+    the account's lock nor its address's (a shared office NAT, say) stops it."""
+    address_key = Key("ip", client_network(address), _policy("IP"), enforced=device_id is None)
+    if device_id:
+        return [Key("device", device_id, _policy("ACCOUNT")), address_key]
+    return [Key("account", username.strip().lower()[:64], _policy("ACCOUNT")), address_key]
 
 
 def second_factor_keys(user_id: int) -> list[Key]:
@@ -133,7 +137,8 @@ def ensure_allowed(keys: list[Key]) -> None:
     now = clock.now()
     rows = db.session.execute(
         select(LoginThrottle.key, LoginThrottle.locked_until).where(
-            LoginThrottle.key.in_([k.key for k in keys]), LoginThrottle.locked_until > now
+            LoginThrottle.key.in_([k.key for k in keys if k.enforced]),
+            LoginThrottle.locked_until > now,
         )
     ).all()
     if not rows:

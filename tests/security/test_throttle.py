@@ -113,6 +113,16 @@ class TestPerAccount:
         assert attempt(attacker, password=PASSWORD, ip="203.0.113.5").status_code == 429
         assert attempt(owner, password=PASSWORD, ip="192.0.2.1").status_code == 302
 
+    def test_a_known_device_gets_past_a_locked_shared_address(self, app, make_user, clock):
+        make_user("ann")
+        owner, neighbour = app.test_client(), app.test_client()
+        attempt(owner, password=PASSWORD)
+        owner.post("/logout")
+        codes = [attempt(neighbour, username=f"u{i}").status_code for i in range(21)]
+        assert codes[-1] == 429  # the office address is locked for strangers...
+        assert attempt(neighbour, password=PASSWORD).status_code == 429
+        assert attempt(owner, password=PASSWORD).status_code == 302  # ...not for ann's browser
+
     def test_a_known_device_is_throttled_too(self, app, make_user, clock):
         make_user("ann")
         owner = app.test_client()
