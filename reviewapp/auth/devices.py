@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from flask import Response, current_app, request
+from flask import current_app, request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from werkzeug.wrappers import Response
 
 _SALT = "reviewapp.known-device"
 

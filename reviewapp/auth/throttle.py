@@ -28,11 +28,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from ..audit.services import record_security_event
@@ -145,7 +148,7 @@ def ensure_allowed(keys: list[Key]) -> None:
         return
     by_key = {k.key: k for k in keys}
     key, until = max(rows, key=lambda row: row.locked_until)
-    retry = math.ceil((until - now).total_seconds())
+    retry = math.ceil(((until or now) - now).total_seconds())
     log.info("login refused while throttled: scope=%s retry_after=%ss", by_key[key].scope, retry)
     raise Throttled(by_key[key].scope, retry)
 
@@ -229,15 +232,15 @@ def _lock(key: Key, until: datetime) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+# Dialects with INSERT ... ON CONFLICT DO NOTHING; others fall back to a savepoint.
+_UPSERT_INSERTS: dict[str, Callable[..., Any]] = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
 def _insert_if_absent(key: str, now: datetime) -> bool:
     """Create the counter row unless another request already did; True if created."""
-    dialect = db.session.get_bind().dialect.name
+    insert = _UPSERT_INSERTS.get(db.session.get_bind().dialect.name)
     values = {"key": key, "failures": 0, "window_start": now, "locked_until": None}
-    if dialect in {"postgresql", "sqlite"}:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
+    if insert is not None:
         result = db.session.execute(
             insert(LoginThrottle).values(**values).on_conflict_do_nothing(index_elements=["key"])
         )
