@@ -399,6 +399,8 @@ def _said(call: CallOutcome) -> str:
 
 
 def _succeed(job: ResumeJob, outcome: str, now: datetime, *, note: str | None = None) -> None:
+    """AMP took the decision. The execution is running again; whether and how it finished
+    is left to the crew webhook and the status poller (which also store its result)."""
     from ..models import ExecutionStatus
 
     job.state = JobState.SUCCEEDED
@@ -406,10 +408,7 @@ def _succeed(job: ResumeJob, outcome: str, now: datetime, *, note: str | None = 
     job.needs_status_check = False
     job.last_error = note
     execution = job.decision.round.execution
-    if outcome == "completed":
-        execution.status = ExecutionStatus.COMPLETED
-        execution.finished_at = execution.finished_at or now
-    elif execution.status is ExecutionStatus.PENDING_REVIEW and not _other_pending(job):
+    if execution.status is ExecutionStatus.PENDING_REVIEW and not _other_pending(job):
         execution.status = ExecutionStatus.RUNNING
     if not execution.status.finished:
         execution.next_status_check_at = now  # let the status poller look soon
