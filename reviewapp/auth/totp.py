@@ -33,6 +33,20 @@ def new_secret() -> str:
     return pyotp.random_base32()
 
 
+def seal(secret: str) -> str:
+    """A secret being enrolled, encrypted for the (signed, not encrypted) session cookie."""
+    return encrypt_secret(None, secret)
+
+
+def unseal(sealed: object) -> str | None:
+    if not isinstance(sealed, str):
+        return None
+    try:
+        return decrypt_secret(sealed)
+    except SecretUnreadable:
+        return None
+
+
 def provisioning_uri(user: User, secret: str) -> str:
     issuer = current_app.config.get("TOTP_ISSUER", "reviewapp")
     return pyotp.TOTP(secret).provisioning_uri(name=user.username, issuer_name=issuer)

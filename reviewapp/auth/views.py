@@ -120,8 +120,8 @@ def second_factor_setup():
     if pending is None:
         return elsewhere
     user, data = pending
-    secret = data.get("secret") or totp.new_secret()
-    sessions.set_pending_value("secret", secret)
+    secret = totp.unseal(data.get("secret")) or totp.new_secret()
+    sessions.set_pending_value("secret", totp.seal(secret))
     page = {
         "form": TotpCodeForm(),
         "user": user,
@@ -148,7 +148,7 @@ def two_factor():
             "auth/two_factor_account.html", form=TotpCodeForm(), required=totp.required_for(user)
         )
     secret = totp.new_secret()
-    session[SETUP_SECRET] = secret
+    session[SETUP_SECRET] = totp.seal(secret)
     return render_template(
         "auth/two_factor_setup.html",
         form=TotpCodeForm(),
@@ -184,7 +184,7 @@ def _account_change(change, success: str) -> Any:
 
 @bp.route("/account/two-factor/enable", methods=["POST"])
 def two_factor_enable():
-    secret = session.get(SETUP_SECRET)
+    secret = totp.unseal(session.get(SETUP_SECRET))
     if not secret:
         flash("The setup had expired; here is a new secret.", "info")
         return redirect(url_for("auth.two_factor"))

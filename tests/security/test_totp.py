@@ -69,6 +69,16 @@ class TestEnrolment:
         assert secret not in after and "totp-secret" not in after
         assert len(audit(app, "totp_enabled")) == 1
 
+    def test_the_secret_travels_encrypted_in_the_session(self, client, make_user, clock):
+        make_user("lena", "lead")
+        password_step(client, "lena")
+        response = client.get("/account/two-factor")
+        secret = shown_secret(response.get_data(as_text=True))
+        cookie = " ".join(response.headers.getlist("Set-Cookie"))
+        with client.session_transaction() as sess:
+            stored_values = str(dict(sess))
+        assert secret not in cookie and secret not in stored_values
+
     def test_a_wrong_code_does_not_enrol(self, app, client, make_user, clock):
         make_user("lena", "lead")
         password_step(client, "lena")
