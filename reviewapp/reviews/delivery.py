@@ -321,7 +321,7 @@ def _finish(job_id: int, worker_id: str, sent: CallOutcome) -> None:
     job = _owned(job_id, worker_id)
     if job is not None:
         _apply_resume_outcome(job, sent, utcnow())
-        _timeline(job, sent)
+        _note_outcome(job)
         _release(job)
     db.session.commit()
 
@@ -346,7 +346,7 @@ def _after_status_check(job_id: int, worker_id: str, check: CallOutcome) -> bool
     send = False
     if job is not None:
         send = _apply_status(job, check, utcnow())
-        _timeline(job, check)
+        _note_outcome(job)
         if not send:
             _release(job)
     db.session.commit()
@@ -476,24 +476,25 @@ def _retry_later(job: ResumeJob, call: CallOutcome, now: datetime, *, ambiguous:
     job.next_attempt_at = now + timedelta(seconds=backoff_seconds(job.attempts))
 
 
-def _timeline(job: ResumeJob, call: CallOutcome) -> None:
+def _note_outcome(job: ResumeJob) -> None:
+    """A timeline entry when a job reaches a final state (each attempt is on the timeline
+    already, as its ResumeAttempt row)."""
+    if job.state is JobState.PENDING:
+        return
     from ..amp.executions import record_execution_event
 
     round_ = job.decision.round
-    what = "status check" if call.kind == "status-check" else "resume"
-    status = f"HTTP {call.http_status}" if call.http_status else call.result
+    what = f"Decision on {round_.task_id} round {round_.round_number}"
+    words = {
+        JobState.SUCCEEDED: f"delivered: AMP answered '{job.outcome}'",
+        JobState.STALE: "not applied: the execution was no longer waiting for input",
+        JobState.FAILED: "not delivered: the resume failed",
+    }
     record_execution_event(
         round_.execution,
-        "resume_attempt",
-        f"{what} for {round_.task_id} round {round_.round_number}: {status}; job {job.state.value}",
-        {
-            "job_id": job.id,
-            "kind": call.kind,
-            "result": call.result,
-            "http_status": call.http_status,
-            "job_state": job.state.value,
-            "error": call.error and call.error[:300],
-        },
+        f"resume_{job.state.value}",
+        f"{what} {words.get(job.state, job.state.value)}.",
+        {"job_id": job.id, "attempts": job.attempts, "detail": (job.last_error or "")[:300] or None},
     )
 
 

@@ -15,6 +15,7 @@ from flask import current_app
 from sqlalchemy import Integer, func, literal, or_, select, tuple_, update
 from sqlalchemy.orm import joinedload
 
+from ..audit.dialect import text_matches
 from ..audit.services import record_event
 from ..extensions import db
 from ..models import (
@@ -143,10 +144,6 @@ class QueuePage:
     next_cursor: str | None
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _pending_matching(stmt, filters: QueueFilters, now: datetime):
     stmt = stmt.where(ReviewRound.state == RoundState.PENDING)
     if filters.crew_id:
@@ -158,8 +155,8 @@ def _pending_matching(stmt, filters: QueueFilters, now: datetime):
         stmt = stmt.where(ReviewRound.received_at <= now - older)
     if younger is not None:
         stmt = stmt.where(ReviewRound.received_at > now - younger)
-    if filters.q:
-        stmt = stmt.where(ReviewRound.output.ilike(f"%{_escape_like(filters.q)}%", escape="\\"))
+    if filters.q:  # full-text on PostgreSQL (GIN index), word substrings on SQLite
+        stmt = stmt.where(text_matches(ReviewRound.output, filters.q))
     return stmt
 
 

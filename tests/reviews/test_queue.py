@@ -50,8 +50,10 @@ def test_queue_lists_pending_oldest_first_with_count(client, login_as, three_rou
         ({"age": "lt1h"}, [2]),
         ({"q": "LLAMAS"}, [0]),
         ({"q": "100%"}, [1]),
-        ({"q": "0%"}, [1]),
-        ({"q": "_"}, []),
+        ({"q": "middle done"}, [1]),
+        ({"q": "output"}, [0, 1, 2]),
+        ({"q": "%"}, []),
+        ({"q": "zebra"}, []),
         ({"sort": "newest"}, [2, 1, 0]),
     ],
 )
