@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from ..audit.services import record_event
 from ..extensions import db
@@ -132,8 +132,9 @@ def remove_crew(crew: Crew, *, force: bool = False, actor: User | None = None) -
             "delete that review history. Confirm that you want it deleted as well."
         )
     _audit("crew_removed", crew, actor, {"decisions_deleted": decided})
-    db.session.delete(crew)
-    db.session.flush()
+    # The database cascades to executions, rounds, decisions, jobs and deliveries.
+    db.session.execute(delete(Crew).where(Crew.id == crew.id))
+    db.session.expunge(crew)
 
 
 def mark_token_broken(crew: Crew, reason: str) -> None:

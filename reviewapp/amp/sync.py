@@ -171,17 +171,17 @@ def _running_again(execution: Execution, now: datetime) -> None:
         "output (it was probably resumed elsewhere).",
         received_before=now - grace,
     )
-    if execution.status is ExecutionStatus.PENDING_REVIEW and not _has_pending_round(execution):
+    if execution.status is ExecutionStatus.PENDING_REVIEW and not _pending_tasks(execution):
         execution.status = ExecutionStatus.RUNNING
         record_execution_event(execution, "running", "AMP reports the execution running.")
 
 
-def _has_pending_round(execution: Execution) -> bool:
-    return db.session.scalar(
-        select(ReviewRound.id).where(
+def _pending_tasks(execution: Execution) -> set[str]:
+    return set(db.session.scalars(
+        select(ReviewRound.task_id).where(
             ReviewRound.execution_id == execution.id, ReviewRound.state == RoundState.PENDING
-        ).limit(1)
-    ) is not None
+        )
+    ))
 
 
 def _resume_in_flight(execution: Execution) -> bool:
@@ -197,12 +197,15 @@ def _resume_in_flight(execution: Execution) -> bool:
 
 
 def _waiting(execution: Execution, status: StatusResult) -> None:
-    if _has_pending_round(execution):
+    """AMP waits for human input. A pending round for that task is what it waits for;
+    otherwise the notification was lost (unless our own resume is still on its way)."""
+    notice = _notice_from_status(execution, status.raw)
+    pending = _pending_tasks(execution)
+    if pending and (notice is None or notice.task_id in pending):
         execution.status = ExecutionStatus.PENDING_REVIEW
         return
     if _resume_in_flight(execution):
         return
-    notice = _notice_from_status(execution, status.raw)
     if notice is not None:
         round_, created = store_round(execution.crew, execution, notice, source="recovered from GET /status")
         if created:
@@ -218,7 +221,7 @@ def _waiting(execution: Execution, status: StatusResult) -> None:
             execution, "human_input_detected",
             "AMP says the execution waits for human input, but no notification arrived and "
             "the status carries no task output to review.",
-            {"status": {k: status.raw[k] for k in list(status.raw)[:8]}},
+            {"fields": sorted(str(k) for k in status.raw)[:20]},
         )
 
 

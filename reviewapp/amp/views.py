@@ -144,9 +144,10 @@ def index():
 
 
 def _index_page(form: CrewForm):
-    counts = dict(db.session.execute(
+    rows = db.session.execute(
         select(Execution.crew_id, func.count(Execution.id)).group_by(Execution.crew_id)
-    ).tuples())
+    )
+    counts = {crew_id: total for crew_id, total in rows}
     return render_template("crews/index.html", crews=services.list_crews(), counts=counts, form=form)
 
 
