@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, insert
-
 from argon2 import PasswordHasher
+from sqlalchemy import Engine, insert
+
 from reviewapp.extensions import db
 from reviewapp.models import (
     Crew,
@@ -79,6 +79,14 @@ def _insert(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
             conn.execute(insert(model.__table__), batch)
             count += len(batch)
     return count
+
+
+def _reset_sequence(conn: Any, table: str) -> None:
+    """After explicit ids, move the PostgreSQL sequence past them (table names are ours)."""
+    conn.exec_driver_sql(
+        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 - model table names
+        f"coalesce((SELECT max(id) FROM {table}), 1))"
+    )
 
 
 def seed(
@@ -177,10 +185,8 @@ def seed(
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:
                 for table in db.metadata.sorted_tables:
-                    conn.exec_driver_sql(
-                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                        f"coalesce((SELECT max(id) FROM {table.name}), 1))"
-                    ) if "id" in table.c else None
+                    if "id" in table.c:
+                        _reset_sequence(conn, table.name)
                 conn.exec_driver_sql("ANALYZE")
         else:
             with engine.begin() as conn:
