@@ -45,6 +45,7 @@ CSRF_MESSAGE = (
 EXPIRY_MESSAGES = {
     "idle": "Your session ended after a period without activity, so nothing was changed.",
     "absolute": "Your session reached its maximum length, so nothing was changed.",
+    "revoked": "This session was logged out, so nothing was changed.",
 }
 # The form field whose text is worth saving when a submission is refused.
 KEPT_FIELD = "feedback"

@@ -182,6 +182,16 @@ class LoginThrottle(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
+class RevokedSession(db.Model):
+    """Sessions ended by logout. A copied cookie of a logged-out session stays dead
+    until its absolute lifetime would have run out anyway (then the row is pruned)."""
+
+    __tablename__ = "revoked_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
 # --------------------------------------------------------------------------- AMP
 
 

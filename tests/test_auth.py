@@ -123,3 +123,17 @@ def test_password_change_ends_other_sessions(app, make_user):
 def test_hash_is_argon2id(app, make_user):
     user = make_user("ann")
     assert user.password_hash.startswith("$argon2id$")
+
+
+def test_logout_revokes_a_copied_session_cookie(app, client, make_user, auth):
+    make_user("ann")
+    auth.login("ann")
+    copied = app.test_client()
+    copied._cookies = client._cookies.copy()
+    assert copied.get("/").status_code == 200
+    auth.logout()
+    response = copied.get("/")
+    assert response.status_code == 303 and response.headers["Location"].startswith("/login")
+    # logging in again gives a fresh, working session
+    assert auth.login("ann").status_code == 302
+    assert client.get("/").status_code == 200

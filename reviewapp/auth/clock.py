@@ -15,3 +15,7 @@ def now() -> datetime:
 def timestamp() -> int:
     """Whole seconds since the epoch, as stored in the session."""
     return int(now().timestamp())
+
+
+def from_timestamp(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)

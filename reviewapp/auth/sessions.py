@@ -11,21 +11,24 @@ not used: it would bring a login back without the timeouts or the second factor.
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app, request, session
 from flask_login import current_user, login_user, logout_user
+from sqlalchemy import delete
 
 from ..audit.services import record_event
 from ..extensions import db
-from ..models import User
+from ..models import RevokedSession, User
 from . import clock
 
 log = logging.getLogger("reviewapp.security")
 
 LOGIN_AT = "_login_at"
 SEEN_AT = "_seen_at"
+SID = "_sid"  # this login's id: logout revokes it server-side
 PENDING = "_pending_login"
 
 
@@ -38,6 +41,27 @@ def start(user: User, *, remember: bool) -> None:
     now = clock.timestamp()
     session[LOGIN_AT] = now
     session[SEEN_AT] = now
+    session[SID] = secrets.token_urlsafe(24)
+
+
+def revoke_current() -> None:
+    """Logout: remember this session's id as dead, so a copy of the cookie is refused.
+
+    The row is only needed until the session's absolute timeout; older rows are pruned."""
+    sid = session.get(SID)
+    if not isinstance(sid, str):
+        return
+    now = clock.now()
+    login_at = clock.from_timestamp(int(session.get(LOGIN_AT, clock.timestamp())))
+    expires = login_at + current_app.config["SESSION_ABSOLUTE_TIMEOUT"]
+    db.session.execute(delete(RevokedSession).where(RevokedSession.expires_at < now))
+    if db.session.get(RevokedSession, sid) is None:
+        db.session.add(RevokedSession(sid=sid, expires_at=max(expires, now)))
+
+
+def _revoked() -> bool:
+    sid = session.get(SID)
+    return not isinstance(sid, str) or db.session.get(RevokedSession, sid) is not None
 
 
 def renew(user: User) -> None:
@@ -105,6 +129,8 @@ def enforce_lifetime() -> Any:
     now = clock.timestamp()
     login_at = int(session.setdefault(LOGIN_AT, now))
     reason = expiry_reason(now, login_at, int(session.get(SEEN_AT, now)))
+    if reason is None and _revoked():
+        reason = "revoked"
     if reason is None:
         session[SEEN_AT] = now
         return None

@@ -202,6 +202,7 @@ def two_factor_disable():
 @bp.route("/logout", methods=["POST"])
 def logout():
     record_event("logout", actor=current_user, target=current_user)
+    sessions.revoke_current()
     db.session.commit()
     logout_user()
     session.clear()
