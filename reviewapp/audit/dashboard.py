@@ -8,6 +8,7 @@ from typing import Any
 
 from . import metrics
 from .charts import Chart, Series, grouped_bars, stacked_columns
+from .dialect import roomy_sorts
 from .filters import MetricFilters
 
 
@@ -64,8 +65,7 @@ def _per_day(filters: MetricFilters) -> Panel:
     return Panel("per-day", "Decisions per day", chart, ["Day (UTC)", "Approved", "Revise", "Total"], rows, numeric={1, 2, 3})
 
 
-def _latency(filters: MetricFilters, group: str, label: str) -> Panel:
-    latencies = metrics.notification_to_decision(filters, group)
+def _latency(latencies: list[metrics.Latency], group: str, label: str) -> Panel:
     title = f"Time from notification to decision, per {label}"
     chart = grouped_bars(
         title,
@@ -84,8 +84,8 @@ def _latency(filters: MetricFilters, group: str, label: str) -> Panel:
     return Panel(f"latency-{group}", title, chart, head, rows, numeric={1, 2, 3})
 
 
-def _revise_rate(filters: MetricFilters, group: str, label: str) -> Panel:
-    rates = metrics.revise_rates(filters, group)
+def _revise_rate(facts: list[metrics.Fact], group: str, label: str) -> Panel:
+    rates = metrics.revise_rates(facts, group)
     title = f"Revise rate per {label}"
     chart = grouped_bars(
         title,
@@ -99,8 +99,8 @@ def _revise_rate(filters: MetricFilters, group: str, label: str) -> Panel:
     return Panel(f"revise-{group}", title, chart, head, rows, numeric={1, 2, 3})
 
 
-def _rounds(filters: MetricFilters) -> Panel:
-    counts = metrics.rounds_until_approval(filters)
+def _rounds(facts: list[metrics.Fact]) -> Panel:
+    counts = metrics.rounds_until_approval(facts)
     title = "Rounds needed until approval"
     chart = stacked_columns(
         title, [f"round {c.name}" for c in counts], [Series("approvals", "chart-ok", [c.count for c in counts])]
@@ -129,17 +129,20 @@ def _age(age: timedelta) -> str:
 
 
 def build_dashboard(filters: MetricFilters, now: datetime) -> Dashboard:
+    roomy_sorts()
+    facts = metrics.decision_facts(filters)
+    latency = metrics.notification_to_decision(filters)
     queue_panel, queue = _queue(filters, now)
     panels = [
         _per_day(filters),
-        _latency(filters, "crew", "crew"),
-        _latency(filters, "reviewer", "reviewer"),
-        _revise_rate(filters, "crew", "crew"),
-        _revise_rate(filters, "task", "task"),
-        _revise_rate(filters, "reviewer", "reviewer"),
-        _rounds(filters),
+        _latency(latency["crew"], "crew", "crew"),
+        _latency(latency["reviewer"], "reviewer", "reviewer"),
+        _revise_rate(facts, "crew", "crew"),
+        _revise_rate(facts, "task", "task"),
+        _revise_rate(facts, "reviewer", "reviewer"),
+        _rounds(facts),
         _counts_panel("failures", "Resume failures by kind", metrics.resume_failures(filters), ["Result", "Attempts"], "chart-bad"),
-        _counts_panel("jobs", "Resume jobs by state", metrics.jobs_by_state(filters), ["State", "Jobs"], "chart-a"),
+        _counts_panel("jobs", "Resume jobs by state", metrics.jobs_by_state(facts), ["State", "Jobs"], "chart-a"),
         queue_panel,
     ]
     oldest = queue.oldest_age(now)

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import ColumnElement, Float, and_, cast, extract, false, func, literal_column, or_
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    Float,
+    and_,
+    cast,
+    extract,
+    false,
+    func,
+    literal_column,
+    text,
+)
 
 from ..extensions import db
 from ..models import SEARCH_CONFIG, SEARCH_PREFIX_CHARS
@@ -28,24 +39,31 @@ def is_postgres() -> bool:
 
 
 def utc_day(column: _Column) -> ColumnElement:
-    """The UTC calendar day of a timestamp column, as an ISO date string on both sides."""
+    """The UTC calendar day of a timestamp column (a date on PostgreSQL, an ISO string on
+    SQLite: ``str(value)`` is ``YYYY-MM-DD`` on both)."""
     if is_postgres():
-        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD")
+        return cast(func.timezone("UTC", column), Date)
     return func.date(column)
 
 
-def seconds_between(start: _Column, end: _Column) -> ColumnElement:
-    """``end - start`` in seconds (float), rounded to milliseconds."""
+def roomy_sorts(megabytes: int = 64) -> None:
+    """Let this transaction's aggregations sort and hash in memory (PostgreSQL's default
+    4 MB spills a million-row report to disk). Ends with the transaction."""
     if is_postgres():
-        seconds = extract("epoch", end - start)
-    else:
-        seconds = (func.julianday(end) - func.julianday(start)) * 86400.0
-    return cast(func.round(seconds, 3), Float)
+        db.session.execute(text(f"SET LOCAL work_mem = '{int(megabytes)}MB'"))
 
 
-def search_words(text: str) -> list[str]:
+def seconds_between(start: _Column, end: _Column) -> ColumnElement:
+    """``end - start`` in seconds: exact on PostgreSQL (numeric), rounded to milliseconds
+    on SQLite (whose julianday arithmetic is a float)."""
+    if is_postgres():
+        return extract("epoch", end - start)
+    return cast(func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3), Float)
+
+
+def search_words(query_text: str) -> list[str]:
     """The words of a search box entry (what the SQLite fallback matches)."""
-    return _WORD.findall(text)[:MAX_SEARCH_WORDS]
+    return _WORD.findall(query_text)[:MAX_SEARCH_WORDS]
 
 
 def _tsvector(column: _Column) -> ColumnElement:
@@ -64,21 +82,17 @@ def _escape_like(word: str) -> str:
     return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def text_matches(column: _Column, text: str) -> ColumnElement:
-    """Full-text condition on one column: every word of ``text`` occurs in it.
+def text_matches(column: _Column, query_text: str) -> ColumnElement:
+    """Full-text condition on one column: every word of ``query_text`` occurs in it.
 
     PostgreSQL: ``to_tsvector @@ websearch_to_tsquery`` (whole words, quotes and ``-word``
     work), served by the GIN index. SQLite: each word as a case-insensitive substring.
     """
     if is_postgres():
-        query = func.websearch_to_tsquery(literal_column(f"'{SEARCH_CONFIG}'"), text)
+        query = func.websearch_to_tsquery(literal_column(f"'{SEARCH_CONFIG}'"), query_text)
         return _tsvector(column).op("@@")(query)
-    words = search_words(text)
+    words = search_words(query_text)
     if not words:
         return false()
     return _like_all(column, words)
-
-
-def any_text_matches(columns: list[_Column], text: str) -> ColumnElement:
-    return or_(*(text_matches(column, text) for column in columns))
 

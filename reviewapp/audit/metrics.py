@@ -1,25 +1,33 @@
-"""Review-process metrics, aggregated in the database (a million decisions stay fast).
+"""Review-process metrics, aggregated in the database so a million decisions stay fast.
+
+One grouped query ("facts": counts per crew, task, reviewer, round, verdict and resume
+state) feeds the revise rates, the rounds-until-approval histogram and the job states;
+one more gives the latency percentiles; per-day counts skip the joins they do not need.
 
 Percentiles use the nearest-rank definition (PostgreSQL's ``percentile_disc``): the
-p-th percentile of n sorted values is value number ceil(p * n). The median of an even
-count is therefore the lower of the two middle values. Both databases compute it with
-window functions, so they give identical numbers.
+p-th percentile of n sorted values is value number ceil(p * n), so the median of an
+even count is the lower of the two middle values. PostgreSQL computes it with
+``percentile_disc`` over grouping sets, SQLite with window functions; both give the
+same numbers.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, case, func, select, tuple_
 
 from ..extensions import db
 from ..models import Crew, Decision, ResumeAttempt, ResumeJob, ReviewRound, RoundState, User
-from .dialect import seconds_between, utc_day
+from .dialect import is_postgres, seconds_between, utc_day
 from .filters import MetricFilters
 
 MAX_GROUPS = 25  # per chart; the busiest groups
+LATENCY_GROUPS = ("crew", "reviewer")
 # Attempt results that mean a resume did not get through (see reviews/delivery.py);
 # a failed status check is recorded as "status:<result>".
 FAILURE_RESULTS = ("not_pending", "not_found", "rejected", "unauthorized", "unavailable", "ambiguous", "error")
@@ -35,6 +43,19 @@ class DayCount:
     @property
     def total(self) -> int:
         return self.approved + self.revised
+
+
+@dataclass(frozen=True)
+class Fact:
+    """How many decisions share these attributes (a row of the facts query)."""
+
+    crew: str
+    task: str
+    reviewer: str
+    round_number: int
+    approved: bool
+    job_state: str | None
+    count: int
 
 
 @dataclass(frozen=True)
@@ -84,115 +105,105 @@ class Queue:
 # --------------------------------------------------------------------------- decisions
 
 
-def _decisions(filters: MetricFilters, *columns: Any) -> Select:
-    """``columns`` over the decisions in the filters' range (rounds, crews, users joined)."""
-    stmt = (
-        select(*columns)
-        .select_from(Decision)
-        .join(ReviewRound, ReviewRound.id == Decision.round_id)
-        .join(Crew, Crew.id == ReviewRound.crew_id)
-        .join(User, User.id == Decision.reviewer_id)
-    )
+def _in_range(stmt: Select, column: Any, filters: MetricFilters) -> Select:
     if filters.dates.start is not None:
-        stmt = stmt.where(Decision.created_at >= filters.dates.start)
+        stmt = stmt.where(column >= filters.dates.start)
     if filters.dates.end is not None:
-        stmt = stmt.where(Decision.created_at < filters.dates.end)
-    if filters.crew_id is not None:
-        stmt = stmt.where(ReviewRound.crew_id == filters.crew_id)
+        stmt = stmt.where(column < filters.dates.end)
     return stmt
 
 
-def _revised() -> ColumnElement:
-    return func.sum(case((Decision.is_approve.is_(False), 1), else_=0))
+def _decisions(filters: MetricFilters, *columns: Any) -> Select:
+    """``columns`` over the range's decisions and their rounds. Groups are by crew and
+    reviewer id (names are looked up afterwards: no joins over a million rows)."""
+    stmt = select(*columns).select_from(Decision).join(ReviewRound, ReviewRound.id == Decision.round_id)
+    if filters.crew_id is not None:
+        stmt = stmt.where(ReviewRound.crew_id == filters.crew_id)
+    return _in_range(stmt, Decision.created_at, filters)
 
 
 def decisions_per_day(filters: MetricFilters) -> list[DayCount]:
     """Every day of the range, days without decisions included (as zeros)."""
     day = utc_day(Decision.created_at).label("day")
-    stmt = _decisions(filters, day, func.count(), _revised()).group_by(day)
-    counts = {row[0]: (int(row[1]), int(row[2] or 0)) for row in db.session.execute(stmt)}
+    revised = func.sum(case((Decision.is_approve.is_(False), 1), else_=0))
+    stmt = select(day, func.count(), revised).select_from(Decision).group_by(day)
+    if filters.crew_id is not None:  # the only reason to join the rounds
+        stmt = stmt.join(ReviewRound, ReviewRound.id == Decision.round_id).where(
+            ReviewRound.crew_id == filters.crew_id
+        )
+    stmt = _in_range(stmt, Decision.created_at, filters)
+    counts = {str(row[0])[:10]: (int(row[1]), int(row[2] or 0)) for row in db.session.execute(stmt)}
     first, last = filters.dates.first, filters.dates.last
     if first is None or last is None:  # pragma: no cover - metric filters always bound it
         return []
-    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
     result = []
-    for current in days:
-        total, revised = counts.get(current.isoformat(), (0, 0))
-        result.append(DayCount(current, approved=total - revised, revised=revised))
+    for offset in range((last - first).days + 1):
+        current = first + timedelta(days=offset)
+        total, revised_count = counts.get(current.isoformat(), (0, 0))
+        result.append(DayCount(current, approved=total - revised_count, revised=revised_count))
     return result
 
 
-def _group_column(group: str) -> ColumnElement:
-    if group == "crew":
-        return Crew.name
-    if group == "reviewer":
-        return User.username
-    if group == "task":
-        return Crew.name + " / " + ReviewRound.task_id
-    raise ValueError(f"unknown group {group!r}")
+def _names(column_id: Any, column_name: Any) -> dict[int, str]:
+    return {row_id: name for row_id, name in db.session.execute(select(column_id, column_name))}
 
 
-def _nearest_rank(count: ColumnElement, numerator: int, denominator: int) -> ColumnElement:
-    """ceil(count * numerator / denominator) in integer arithmetic."""
-    return (count * numerator + (denominator - 1)) // denominator
+def crew_names() -> dict[int, str]:
+    return _names(Crew.id, Crew.name)
 
 
-def notification_to_decision(filters: MetricFilters, group: str) -> list[Latency]:
-    """Median and p90 seconds from the notification (round received) to the decision."""
-    name = _group_column(group).label("name")
-    seconds = seconds_between(ReviewRound.received_at, Decision.created_at).label("seconds")
-    durations = _decisions(filters, name, seconds).subquery()
-    ranked = select(
-        durations.c.name,
-        durations.c.seconds,
-        func.row_number()
-        .over(partition_by=durations.c.name, order_by=durations.c.seconds)
-        .label("rank"),
-        func.count().over(partition_by=durations.c.name).label("n"),
-    ).subquery()
+def reviewer_names() -> dict[int, str]:
+    return _names(User.id, User.username)
 
-    def value_at(rank: ColumnElement) -> ColumnElement:
-        return func.max(case((ranked.c.rank == rank, ranked.c.seconds)))
 
+def decision_facts(filters: MetricFilters) -> list[Fact]:
+    """One pass over the range's decisions, grouped finely enough for several charts."""
+    keys = (ReviewRound.crew_id, ReviewRound.task_id, Decision.reviewer_id, ReviewRound.round_number,
+            Decision.is_approve, ResumeJob.state)
     stmt = (
-        select(
-            ranked.c.name,
-            func.max(ranked.c.n).label("n"),
-            value_at(_nearest_rank(ranked.c.n, 1, 2)).label("median"),
-            value_at(_nearest_rank(ranked.c.n, 9, 10)).label("p90"),
-        )
-        .group_by(ranked.c.name)
-        .order_by(func.max(ranked.c.n).desc(), ranked.c.name)
-        .limit(MAX_GROUPS)
+        _decisions(filters, *keys, func.count())
+        .outerjoin(ResumeJob, ResumeJob.decision_id == Decision.id)
+        .group_by(*keys)
     )
+    crews, reviewers = crew_names(), reviewer_names()
     return [
-        Latency(row.name, int(row.n), float(row.median), float(row.p90))
-        for row in db.session.execute(stmt)
+        Fact(crews[crew], task, reviewers[reviewer], int(number), bool(approved),
+             state.value if state else None, int(n))
+        for crew, task, reviewer, number, approved, state, n in db.session.execute(stmt)
     ]
 
 
-def revise_rates(filters: MetricFilters, group: str) -> list[ReviseRate]:
-    name = _group_column(group).label("name")
-    total = func.count().label("decisions")
-    stmt = (
-        _decisions(filters, name, total, _revised().label("revised"))
-        .group_by(name)
-        .order_by(total.desc(), name)
-        .limit(MAX_GROUPS)
-    )
-    return [ReviseRate(row.name, int(row.decisions), int(row.revised or 0)) for row in db.session.execute(stmt)]
+_FACT_KEYS: dict[str, Callable[[Fact], str]] = {
+    "crew": lambda fact: fact.crew,
+    "task": lambda fact: f"{fact.crew} / {fact.task}",
+    "reviewer": lambda fact: fact.reviewer,
+}
 
 
-def rounds_until_approval(filters: MetricFilters) -> list[Count]:
+def revise_rates(facts: Iterable[Fact], group: str) -> list[ReviseRate]:
+    """Decisions and revise requests per crew, task or reviewer; busiest first."""
+    key = _FACT_KEYS[group]
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for fact in facts:
+        entry = totals[key(fact)]
+        entry[0] += fact.count
+        entry[1] += 0 if fact.approved else fact.count
+    rows = [ReviseRate(name, decisions, revised) for name, (decisions, revised) in totals.items()]
+    rows.sort(key=lambda r: (-r.decisions, r.name))
+    return rows[:MAX_GROUPS]
+
+
+def _counted(pairs: Iterable[tuple[Any, int]]) -> dict[Any, int]:
+    counts: dict[Any, int] = defaultdict(int)
+    for key, n in pairs:
+        counts[key] += n
+    return counts
+
+
+def rounds_until_approval(facts: Iterable[Fact]) -> list[Count]:
     """How many approvals came at round 1, 2, 3, ... of their task."""
-    rounds = ReviewRound.round_number.label("rounds")
-    stmt = (
-        _decisions(filters, rounds, func.count())
-        .where(Decision.is_approve.is_(True))
-        .group_by(rounds)
-        .order_by(rounds)
-    )
-    return [Count(str(row[0]), int(row[1])) for row in db.session.execute(stmt)]
+    counts = _counted((f.round_number, f.count) for f in facts if f.approved)
+    return [Count(str(number), counts[number]) for number in sorted(counts)]
 
 
 def mean_rounds(counts: list[Count]) -> float | None:
@@ -202,42 +213,107 @@ def mean_rounds(counts: list[Count]) -> float | None:
     return round(sum(int(c.name) * c.count for c in counts) / approvals, 2)
 
 
+def jobs_by_state(facts: Iterable[Fact]) -> list[Count]:
+    """Resume jobs of the range's decisions, by their current state."""
+    counts = _counted((f.job_state, f.count) for f in facts if f.job_state is not None)
+    return sorted((Count(state, n) for state, n in counts.items()), key=lambda c: (-c.count, c.name))
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def _wait_seconds() -> ColumnElement:
+    return seconds_between(ReviewRound.received_at, Decision.created_at)
+
+
+_GROUP_COLUMNS = {"crew": ReviewRound.crew_id, "reviewer": Decision.reviewer_id}
+
+
+def notification_to_decision(filters: MetricFilters) -> dict[str, list[Latency]]:
+    """Median and p90 seconds from the notification (round received) to the decision,
+    per crew and per reviewer, busiest first."""
+    rows = _latency_postgres(filters) if is_postgres() else _latency_windowed(filters)
+    names = {"crew": crew_names(), "reviewer": reviewer_names()}
+    result: dict[str, list[Latency]] = {group: [] for group in LATENCY_GROUPS}
+    for group, group_id, n, median, p90 in rows:
+        result[group].append(Latency(names[group][group_id], int(n), float(median), float(p90)))
+    for latencies in result.values():
+        latencies.sort(key=lambda item: (-item.decisions, item.name))
+        del latencies[MAX_GROUPS:]
+    return result
+
+
+_LatencyRow = tuple[str, int, int, Any, Any]  # group, id, decisions, median, p90
+
+
+def _latency_postgres(filters: MetricFilters) -> list[_LatencyRow]:
+    """Both groupings in one pass: GROUPING SETS with ``percentile_disc``."""
+    seconds = _wait_seconds()
+    crew, reviewer = _GROUP_COLUMNS["crew"], _GROUP_COLUMNS["reviewer"]
+    stmt = _decisions(
+        filters,
+        func.grouping(crew).label("by_reviewer"),
+        crew,
+        reviewer,
+        func.count(),
+        func.percentile_disc(0.5).within_group(seconds),
+        func.percentile_disc(0.9).within_group(seconds),
+    ).group_by(func.grouping_sets(tuple_(crew), tuple_(reviewer)))
+    return [
+        ("reviewer", reviewer_id, n, median, p90) if by_reviewer else ("crew", crew_id, n, median, p90)
+        for by_reviewer, crew_id, reviewer_id, n, median, p90 in db.session.execute(stmt)
+    ]
+
+
+def _nearest_rank(count: ColumnElement, numerator: int, denominator: int) -> ColumnElement:
+    """ceil(count * numerator / denominator) in integer arithmetic."""
+    return (count * numerator + (denominator - 1)) // denominator
+
+
+def _latency_windowed(filters: MetricFilters) -> list[_LatencyRow]:
+    """Portable version (no ordered-set aggregates): rank within each group, pick ranks."""
+    rows: list[_LatencyRow] = []
+    for group in LATENCY_GROUPS:
+        waits = _decisions(
+            filters, _GROUP_COLUMNS[group].label("name"), _wait_seconds().label("seconds")
+        ).subquery()
+        ranked = select(
+            waits.c.name,
+            waits.c.seconds,
+            func.row_number().over(partition_by=waits.c.name, order_by=waits.c.seconds).label("rank"),
+            func.count().over(partition_by=waits.c.name).label("n"),
+        ).subquery()
+
+        def value_at(rank: ColumnElement, ranked: Any = ranked) -> ColumnElement:
+            return func.max(case((ranked.c.rank == rank, ranked.c.seconds)))
+
+        stmt = select(
+            ranked.c.name,
+            func.max(ranked.c.n),
+            value_at(_nearest_rank(ranked.c.n, 1, 2)),
+            value_at(_nearest_rank(ranked.c.n, 9, 10)),
+        ).group_by(ranked.c.name)
+        rows += [(group, *row) for row in db.session.execute(stmt)]
+    return rows
+
+
 # --------------------------------------------------------------------------- resumes
 
 
-def _attempts(filters: MetricFilters, *columns: Any) -> Select:
-    stmt = select(*columns).select_from(ResumeAttempt).join(ResumeJob, ResumeJob.id == ResumeAttempt.job_id)
-    if filters.dates.start is not None:
-        stmt = stmt.where(ResumeAttempt.started_at >= filters.dates.start)
-    if filters.dates.end is not None:
-        stmt = stmt.where(ResumeAttempt.started_at < filters.dates.end)
-    if filters.crew_id is not None:
-        stmt = stmt.where(ResumeJob.crew_id == filters.crew_id)
-    return stmt
-
-
 def resume_failures(filters: MetricFilters) -> list[Count]:
-    """Resume (and status-check) attempts that did not get through, by result."""
+    """Resume (and status-check) attempts in the range that did not get through."""
     total = func.count().label("n")
     stmt = (
-        _attempts(filters, ResumeAttempt.result, total)
+        select(ResumeAttempt.result, total)
+        .join(ResumeJob, ResumeJob.id == ResumeAttempt.job_id)
         .where(ResumeAttempt.result.in_(FAILURE_LABELS))
         .group_by(ResumeAttempt.result)
         .order_by(total.desc(), ResumeAttempt.result)
     )
+    if filters.crew_id is not None:
+        stmt = stmt.where(ResumeJob.crew_id == filters.crew_id)
+    stmt = _in_range(stmt, ResumeAttempt.started_at, filters)
     return [Count(row[0], int(row[1])) for row in db.session.execute(stmt)]
-
-
-def jobs_by_state(filters: MetricFilters) -> list[Count]:
-    """Resume jobs of the range's decisions, by their current state."""
-    total = func.count().label("n")
-    stmt = (
-        _decisions(filters, ResumeJob.state, total)
-        .join(ResumeJob, ResumeJob.decision_id == Decision.id)
-        .group_by(ResumeJob.state)
-        .order_by(total.desc(), ResumeJob.state)
-    )
-    return [Count(row[0].value, int(row[1])) for row in db.session.execute(stmt)]
 
 
 # --------------------------------------------------------------------------- queue
@@ -256,3 +332,4 @@ def queue_now(filters: MetricFilters) -> Queue:
     if filters.crew_id is not None:
         stmt = stmt.where(ReviewRound.crew_id == filters.crew_id)
     return Queue([QueueRow(name, int(pending), oldest) for name, pending, oldest in db.session.execute(stmt)])
+

@@ -57,15 +57,23 @@ def test_days_without_decisions_are_zero(known):
     assert [(d.approved, d.revised) for d in days] == [(0, 0), (0, 0), (1, 1)]
 
 
+def latencies(filters: MetricFilters, group: str) -> list[metrics.Latency]:
+    return metrics.notification_to_decision(filters)[group]
+
+
+def facts(filters: MetricFilters = MetricFilters(RANGE)) -> list[metrics.Fact]:  # noqa: B008
+    return metrics.decision_facts(filters)
+
+
 def test_notification_to_decision_per_crew(known):
-    rows = metrics.notification_to_decision(MetricFilters(RANGE), "crew")
+    rows = latencies(MetricFilters(RANGE), "crew")
     # research waits 60,120,180,240,600 s; ops 300,420 s
     assert [(r.name, r.decisions, r.median_seconds, r.p90_seconds) for r in rows] == [
         ("research", 5, 180.0, 600.0), ("ops", 2, 300.0, 420.0)]
 
 
 def test_notification_to_decision_per_reviewer(known):
-    rows = metrics.notification_to_decision(MetricFilters(RANGE), "reviewer")
+    rows = latencies(MetricFilters(RANGE), "reviewer")
     # sam waits 180,240,300,420 s (median = the lower middle); rita 60,120,600 s
     assert [(r.name, r.decisions, r.median_seconds, r.p90_seconds) for r in rows] == [
         ("sam", 4, 240.0, 420.0), ("rita", 3, 120.0, 600.0)]
@@ -74,7 +82,7 @@ def test_notification_to_decision_per_reviewer(known):
 def test_sub_second_waits_are_kept(factory):
     factory.decided(received_at=at(0), wait_minutes=0.5 / 60)
     factory.commit()
-    [row] = metrics.notification_to_decision(MetricFilters(RANGE), "crew")
+    [row] = latencies(MetricFilters(RANGE), "crew")
     assert row.median_seconds == 0.5
 
 
@@ -88,12 +96,12 @@ def test_sub_second_waits_are_kept(factory):
     ],
 )
 def test_revise_rates(known, group, expected):
-    rows = metrics.revise_rates(MetricFilters(RANGE), group)
+    rows = metrics.revise_rates(facts(), group)
     assert [(r.name, r.decisions, r.revised, r.percent) for r in rows] == expected
 
 
 def test_rounds_until_approval(known):
-    counts = metrics.rounds_until_approval(MetricFilters(RANGE))
+    counts = metrics.rounds_until_approval(facts())
     assert [(c.name, c.count) for c in counts] == [("1", 2), ("2", 1), ("3", 1)]
     assert metrics.mean_rounds(counts) == 1.75
     assert metrics.mean_rounds([]) is None
@@ -103,7 +111,7 @@ def test_resume_failures_and_job_states(known):
     failures = metrics.resume_failures(MetricFilters(RANGE))
     assert [(c.name, c.count) for c in failures] == [
         ("unavailable", 2), ("not_pending", 1), ("status:ambiguous", 1)]
-    jobs = metrics.jobs_by_state(MetricFilters(RANGE))
+    jobs = metrics.jobs_by_state(facts())
     assert [(c.name, c.count) for c in jobs] == [("succeeded", 5), ("failed", 1), ("stale", 1)]
 
 
@@ -119,7 +127,8 @@ def test_crew_filter(known):
     only_ops = MetricFilters(RANGE, crew_id=crew_id("ops"))
     days = metrics.decisions_per_day(only_ops)
     assert [(d.approved, d.revised) for d in days] == [(0, 0), (1, 0), (0, 1)]
-    assert [r.name for r in metrics.revise_rates(only_ops, "reviewer")] == ["sam"]
+    assert [r.name for r in metrics.revise_rates(facts(only_ops), "reviewer")] == ["sam"]
+    assert [(r.name, r.decisions) for r in latencies(only_ops, "crew")] == [("ops", 2)]
     assert [(c.name, c.count) for c in metrics.resume_failures(only_ops)] == [
         ("not_pending", 1), ("unavailable", 1)]
     assert metrics.queue_now(only_ops).depth == 1
