@@ -18,6 +18,7 @@ import binascii
 import hmac
 import json
 import logging
+import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -35,12 +36,37 @@ from .executions import (
     note_progress,
     record_delivery,
 )
-from .webhooks import SEGMENT_KINDS, inbound_secret
+from .webhooks import REDACTED, SEGMENT_KINDS, inbound_secret
 
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("reviewapp.amp.receivers")
 
 DEFAULT_MAX_BYTES = 1024 * 1024
+# Access loggers that print request paths, which carry the secret for task/step/crew.
+ACCESS_LOGGERS = ("werkzeug", "gunicorn.access")
+_SECRET_IN_PATH = re.compile(r"(/hooks/amp/[^/\s]+/(?:human-input|task|step|crew)/)[^\s?\"]+")
+
+
+class RedactHookSecrets(logging.Filter):
+    """Masks the inbound secret in logged receiver paths (``…/task/•••``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):
+            return True
+        redacted = _SECRET_IN_PATH.sub(r"\1" + REDACTED, message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+@bp.record_once
+def _install_log_redaction(state: Any) -> None:
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactHookSecrets) for f in logger.filters):
+            logger.addFilter(RedactHookSecrets())
 
 
 class Refused(Exception):

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from ..access import blueprint_requires, can_open, requires
 from ..audit.services import record_event
@@ -85,6 +86,7 @@ def _recent_executions(crew: Crew) -> list[tuple[Execution, int]]:
     )
     rows = db.session.execute(
         select(Execution, rounds)
+        .options(selectinload(Execution.started_by))
         .where(Execution.crew_id == crew.id)
         .order_by(Execution.created_at.desc(), Execution.id.desc())
         .limit(RECENT_EXECUTIONS)

@@ -264,3 +264,18 @@ def test_events_and_rounds_are_not_created_by_rejected_deliveries(app, research,
     with app.app_context():
         assert count(ExecutionEvent) == 0 and count(WebhookDelivery) == 1
         assert db.session.scalar(db.select(ReviewRound)) is None
+
+
+def test_access_logs_do_not_show_the_secret_in_the_path(app, research, secret_of, live_server, caplog):
+    import logging
+
+    import requests
+
+    secret = secret_of(research)
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        response = requests.post(f"{live_server.url}/hooks/amp/{research}/task/{secret}",
+                                 json={"kickoff_id": EXEC, "name": "t"}, timeout=5)
+    assert response.status_code == 200
+    logged = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any(f"/hooks/amp/{research}/task/•••" in line for line in logged)
+    assert all(secret not in line for line in logged)
