@@ -5,6 +5,7 @@ The page and the exports share :func:`history_statement`, so they show the same 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, or_, select
@@ -24,6 +25,8 @@ from ..models import (
 from .dialect import text_matches
 from .filters import HistoryFilters
 from .pagination import Cursor, Page, keyset_page
+
+EXPORT_BATCH = 1000  # rows fetched from the server-side cursor at a time
 
 
 def _last_http_status() -> Any:
@@ -108,10 +111,13 @@ def history_page(
     )
 
 
-def history_in_order(filters: HistoryFilters, *, batch: int = 1000) -> Any:
-    """All matching rows, oldest first, streamed from a server-side cursor."""
+def history_in_order(filters: HistoryFilters) -> Iterator[Any]:
+    """All matching rows, oldest first, from a server-side cursor (``yield_per``).
+
+    A generator: the query runs when iteration starts, i.e. inside the streamed
+    response's own context, not in the view whose session is closed before streaming."""
     stmt = history_statement(filters).order_by(Decision.created_at, Decision.id)
-    return db.session.execute(stmt.execution_options(yield_per=batch))
+    yield from db.session.execute(stmt.execution_options(yield_per=EXPORT_BATCH))
 
 
 def crew_choices() -> list[tuple[int, str]]:

@@ -9,10 +9,11 @@ import json
 import pytest
 from sqlalchemy import select
 
+from reviewapp.audit import history
 from reviewapp.audit.export import COLUMNS, ROWS_PER_CHUNK, neutralise
 from reviewapp.extensions import db
 from reviewapp.models import AuditEvent, JobState
-from tests.audit.factories import at
+from tests.audit.factories import AuditFactory, at
 
 
 def csv_rows(response) -> list[dict[str, str]]:
@@ -103,11 +104,18 @@ def test_xss_payloads_are_plain_data_in_exports(client, login_as, factory):
     assert csv_rows(response)[0]["feedback"] == "<script>alert(1)</script>"
 
 
-def test_export_is_streamed_in_chunks(client, login_as, factory):
+def test_export_is_streamed_in_chunks(app, client, login_as, monkeypatch):
+    """Several cursor batches and several response chunks. No app context is held
+    around the request here (unlike the factory fixture), as in production: the
+    view's session is closed before streaming starts, and on PostgreSQL the rows come
+    from a server-side cursor that must belong to the streaming context."""
+    monkeypatch.setattr(history, "EXPORT_BATCH", 50)
     count = 2 * ROWS_PER_CHUNK + 10
-    for n in range(count):
-        factory.decided(feedback=f"row {n}", received_at=at(n), job_state=None)
-    factory.commit()
+    with app.app_context():
+        factory = AuditFactory()
+        for n in range(count):
+            factory.decided(feedback=f"row {n}", received_at=at(n), job_state=None)
+        factory.commit()
     login_as("lead")
     response = client.get("/audit/history/export.csv", buffered=False)
     assert response.is_streamed
