@@ -7,7 +7,10 @@ Usage: python -m bench.seed --url sqlite:///bench.sqlite3 --decisions 100000 --p
 from __future__ import annotations
 
 import argparse
+import enum
 import hashlib
+import itertools
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -19,7 +22,6 @@ from sqlalchemy import Engine, insert
 
 from reviewapp.extensions import db
 from reviewapp.models import (
-    Crew,
     Decision,
     Execution,
     ExecutionStatus,
@@ -72,7 +74,38 @@ def _batched(rows: Iterator[dict[str, Any]], size: int = BATCH) -> Iterator[list
         yield batch
 
 
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return value
+
+
+def _copy(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
+    """PostgreSQL: COPY ... FROM STDIN, an order of magnitude faster than INSERTs."""
+    count = 0
+    raw = engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            first = next(rows, None)
+            if first is None:
+                return 0
+            columns = list(first)
+            sql = f"COPY {model.__tablename__} ({', '.join(columns)}) FROM STDIN"  # noqa: S608 - our names
+            with cur.copy(sql) as copy:
+                for row in itertools.chain([first], rows):
+                    copy.write_row([_copy_value(row[c]) for c in columns])
+                    count += 1
+        raw.commit()
+    finally:
+        raw.close()
+    return count
+
+
 def _insert(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
+    if engine.dialect.name == "postgresql":
+        return _copy(engine, model, rows)
     count = 0
     with engine.begin() as conn:
         for batch in _batched(rows):
@@ -100,7 +133,7 @@ def seed(
 ) -> dict[str, Any]:
     """Create the schema and fill it. Returns ids useful to the load driver."""
     from reviewapp import create_app
-    from reviewapp.amp.crypto import encrypt_secret
+    from reviewapp.amp.crews import create_crew
 
     rng = random.Random(seed_value)
     app = create_app(
@@ -123,13 +156,9 @@ def seed(
                       "role": Role.LEAD, "active": True, "must_change_password": False,
                       "session_version": 1, "created_at": now})
         _insert(engine, User, iter(users))
-        token = encrypt_secret("sandbox-token")
-        _insert(engine, Crew, iter(
-            {"id": i + 1, "name": name, "base_url": sandbox_url, "token_encrypted": token,
-             "token_hint": "…oken", "inbound_secret_encrypted": token, "token_broken": False,
-             "created_at": now}
-            for i, name in enumerate(CREWS)
-        ))
+        for name in CREWS:
+            create_crew(name, sandbox_url, f"bench-token-{name}")
+        db.session.commit()
         total_rounds = decisions + pending
         executions = max(1, total_rounds // 4)
         span = timedelta(days=60)
