@@ -151,11 +151,20 @@ def review_next():
 # --------------------------------------------------------------------------- review page
 
 
-def _preview(round_: ReviewRound, feedback: str, is_approve: bool) -> dict[str, Any]:
+def _shown_body(crew, fields: dict[str, Any]) -> dict[str, Any] | None:
+    """The /resume body as the reviewer may see it (secret masked); None if the crew's
+    stored secret cannot be decrypted (the page says so instead of failing)."""
     from ..amp.client import build_resume_body, redact_body
+    from ..amp.crypto import SecretUnreadable
 
-    fields = services.resume_fields(round_, feedback=feedback, is_approve=is_approve)
-    return redact_body(build_resume_body(round_.crew, **fields))  # type: ignore[arg-type]
+    try:
+        return redact_body(build_resume_body(crew, **fields))
+    except SecretUnreadable:
+        return None
+
+
+def _preview(round_: ReviewRound, feedback: str, is_approve: bool) -> dict[str, Any] | None:
+    return _shown_body(round_.crew, services.resume_fields(round_, feedback=feedback, is_approve=is_approve))
 
 
 def _output_view(round_: ReviewRound) -> tuple[str, Any]:
@@ -188,10 +197,19 @@ def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) 
         preview_approve=_preview(round_, feedback, True),
         preview_revise=_preview(round_, feedback, False),
         shortcuts=SHORTCUTS,
-        heartbeat_seconds=max(10, min(60, services.claim_minutes() * 20)),
+        heartbeat_seconds=_heartbeat_seconds(),
         is_lead=current_user.has_role(Role.LEAD),
     )
     return page, status
+
+
+def _heartbeat_seconds() -> int:
+    """How often the open page extends its claim: a third of the claim, at most a minute
+    (``CLAIM_HEARTBEAT_SECONDS`` overrides it, e.g. for browser tests)."""
+    configured = current_app.config.get("CLAIM_HEARTBEAT_SECONDS")
+    if configured:
+        return max(1, int(configured))
+    return max(10, min(60, services.claim_minutes() * 20))
 
 
 def _decision_form() -> DecisionForm:
@@ -321,11 +339,7 @@ def _conflict_page(round_: ReviewRound, message: str, form: DecisionForm) -> Any
 def decision(decision_id: int):
     decision = _decision_or_404(decision_id)
     job = decision.job
-    sent = None
-    if job is not None:
-        from ..amp.client import build_resume_body, redact_body
-
-        sent = redact_body(build_resume_body(job.crew, **services.job_fields(job)))
+    sent = _shown_body(job.crew, services.job_fields(job)) if job is not None else None
     return render_template(
         "reviews/decision.html",
         decision=decision,

@@ -33,7 +33,7 @@
     if (page.dataset.held !== "1") { return; }
     var url = page.dataset.heartbeatUrl;
     var csrf = page.dataset.csrf;
-    var every = Math.max(10, parseInt(page.dataset.heartbeatSeconds, 10) || 60) * 1000;
+    var every = Math.max(1, parseInt(page.dataset.heartbeatSeconds, 10) || 60) * 1000;
     var lastInput = Date.now();
     ["keydown", "mousemove", "mousedown", "scroll", "touchstart"].forEach(function (name) {
       window.addEventListener(name, function () { lastInput = Date.now(); }, { passive: true });

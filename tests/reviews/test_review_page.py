@@ -52,6 +52,7 @@ def test_others_see_who_reviews_and_cannot_take_it(app, client, login_as, make_u
     page = client.get(f"/rounds/{rid}").get_data(as_text=True)
     assert "Being reviewed by <strong>bob</strong>" in page
     assert "Take over" not in page  # reviewers cannot
+    assert re.search(r'<input[^>]*disabled[^>]*value="Approve"', page)
     assert round_row(app, rid).claimed_by_id == other.id
 
 
