@@ -21,7 +21,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -113,8 +113,30 @@ def build_demo_app(instance_path: str, *, public_url: str = "http://127.0.0.1:50
 # --------------------------------------------------------------------------- setup steps
 
 
+@contextlib.contextmanager
+def _logging_kept() -> Iterator[None]:
+    """Alembic's env.py runs ``fileConfig``, which disables every logger that exists;
+    put the process's logging back as it was (the demo runs inside other programs too)."""
+    root = logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
+    saved = {
+        name: (logger.disabled, logger.level, list(logger.handlers))
+        for name, logger in logging.root.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+    try:
+        yield
+    finally:
+        root.setLevel(saved_root[0])
+        root.handlers[:] = saved_root[1]
+        for name, (disabled, level, handlers) in saved.items():
+            logger = logging.getLogger(name)
+            logger.disabled, logger.level = disabled, level
+            logger.handlers[:] = handlers
+
+
 def migrate_database(app: Flask) -> None:
-    with app.app_context():
+    with app.app_context(), _logging_kept():
         upgrade()
 
 
