@@ -9,13 +9,14 @@ check-then-update or ``SELECT ... FOR UPDATE`` (a no-op on SQLite).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import Integer, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.orm import joinedload
 
 from ..audit.dialect import is_postgres, text_matches
+from ..audit.pagination import Cursor
 from ..audit.services import record_event
 from ..extensions import db
 from ..models import (
@@ -35,7 +36,6 @@ from ..models import (
 FEEDBACK_MAX_CHARS = 20_000
 SNIPPET_CHARS = 160
 QUEUE_PAGE_SIZE = 50
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # key -> (label, older than, younger than)
 AGE_WINDOWS: dict[str, tuple[str, timedelta | None, timedelta | None]] = {
@@ -103,26 +103,6 @@ class QueueFilters:
 
 
 @dataclass(frozen=True)
-class Cursor:
-    """Keyset position: the (received_at, id) of the last row shown."""
-
-    received_at: datetime
-    round_id: int
-
-    def encode(self) -> str:
-        micros = (self.received_at - EPOCH) // timedelta(microseconds=1)
-        return f"{micros}-{self.round_id}"
-
-    @classmethod
-    def decode(cls, text: str) -> Cursor:
-        try:
-            micros, round_id = (int(part) for part in text.split("-", 1))
-            return cls(EPOCH + timedelta(microseconds=micros), round_id)
-        except (ValueError, OverflowError) as exc:
-            raise ReviewError("That page link is invalid. Start again from the first page.") from exc
-
-
-@dataclass(frozen=True)
 class QueueRow:
     round_id: int
     received_at: datetime
@@ -168,9 +148,7 @@ def _ordered(stmt, filters: QueueFilters):
 
 def _after(stmt, filters: QueueFilters, cursor: Cursor):
     key = tuple_(ReviewRound.received_at, ReviewRound.id)
-    position = tuple_(
-        literal(cursor.received_at, UtcDateTime()), literal(cursor.round_id, Integer())
-    )
+    position = tuple_(literal(cursor.created_at, UtcDateTime()), literal(cursor.id, Integer()))
     if filters.newest_first:
         return stmt.where(key < position)
     return stmt.where(key > position)
@@ -330,14 +308,7 @@ def take_over(round_: ReviewRound, lead: User, *, now: datetime | None = None) -
     db.session.refresh(round_)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise RoundNotPending("This round is no longer waiting for a decision.", round_)
-    record_event(
-        "claim_takeover",
-        actor=lead,
-        target_type="review_round",
-        target_id=round_.id,
-        target_name=_round_label(round_),
-        details={"from": previous},
-    )
+    _round_event("claim_takeover", lead, round_, {"from": previous})
     return claim_status(round_, lead, now=now)
 
 
@@ -394,8 +365,15 @@ def earlier_rounds(round_: ReviewRound) -> list[ReviewRound]:
     return list(db.session.scalars(stmt).unique())
 
 
-def _round_label(round_: ReviewRound) -> str:
-    return f"{round_.task_id} round {round_.round_number}"[:128]
+def _round_event(event: str, actor: User, round_: ReviewRound, details: dict[str, object]) -> None:
+    record_event(
+        event,
+        actor=actor,
+        target_type="review_round",
+        target_id=round_.id,
+        target_name=f"{round_.task_id} round {round_.round_number}"[:128],
+        details=details,
+    )
 
 
 def resume_fields(round_: ReviewRound, *, feedback: str, is_approve: bool) -> dict[str, object]:
@@ -495,13 +473,11 @@ def submit_decision(
     )
     db.session.add_all([decision, job])
     db.session.flush()
-    record_event(
+    _round_event(
         "decision_submitted",
-        actor=reviewer,
-        target_type="review_round",
-        target_id=round_.id,
-        target_name=_round_label(round_),
-        details={
+        reviewer,
+        round_,
+        {
             "decision": "approve" if is_approve else "revise",
             "reason": reason_code,
             "crew": round_.crew.name,

@@ -24,6 +24,7 @@ from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
 from ..access import requires
+from ..audit.pagination import Cursor, CursorError
 from ..auth.forms import EmptyForm
 from ..errors import abort_with
 from ..extensions import db
@@ -63,27 +64,25 @@ def _pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
+def _found(row: Any, message: str) -> Any:
+    if row is None:
+        abort_with(404, message)
+    return row
+
+
 def _round_or_404(round_id: int) -> ReviewRound:
-    round_ = services.get_round(round_id)
-    if round_ is None:
-        abort_with(404, "No such review round.")
-    return round_  # type: ignore[return-value]
+    return _found(services.get_round(round_id), "No such review round.")
 
 
 def _decision_or_404(decision_id: int) -> Decision:
-    decision = services.get_decision(decision_id)
-    if decision is None:
-        abort_with(404, "No such decision.")
+    decision = _found(services.get_decision(decision_id), "No such decision.")
     if not services.may_view_decision(decision, current_user):  # type: ignore[arg-type]
         abort_with(403, "Only the reviewer who made this decision, or a lead, can open it.")
-    return decision  # type: ignore[return-value]
+    return decision
 
 
 def _job_or_404(job_id: int) -> ResumeJob:
-    job = services.get_job(job_id)
-    if job is None:
-        abort_with(404, "No such delivery.")
-    return job  # type: ignore[return-value]
+    return _found(services.get_job(job_id), "No such delivery.")
 
 
 def _require_post_form() -> None:
@@ -120,8 +119,8 @@ def queue():
     after = None
     if request.args.get("after"):
         try:
-            after = services.Cursor.decode(request.args["after"])
-        except services.ReviewError as exc:
+            after = Cursor.decode(request.args["after"])
+        except CursorError as exc:
             abort_with(400, str(exc))
     page = services.list_queue(filters, after=after)
     return render_template(

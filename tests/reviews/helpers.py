@@ -8,6 +8,15 @@ from reviewapp.extensions import db
 from reviewapp.models import AuditEvent, Decision, ResumeAttempt, ResumeJob, ReviewRound
 
 
+def claim_as(app, round_id: int, user) -> None:
+    """``user`` opens (claims) the round, as if on the review page."""
+    from reviewapp.reviews import services
+
+    with app.app_context():
+        services.claim_round(db.session.get(ReviewRound, round_id), db.session.merge(user))
+        db.session.commit()
+
+
 def fetch(app, model, row_id):
     with app.app_context():
         row = db.session.get(model, row_id)

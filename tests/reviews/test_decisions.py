@@ -11,7 +11,7 @@ from reviewapp.extensions import db
 from reviewapp.models import Decision, ResumeJob, ReviewRound, RoundState, utcnow
 from reviewapp.reviews import services
 
-from .helpers import audit_events, count, decisions_for, fetch, job_for_round, round_row
+from .helpers import audit_events, claim_as, count, decisions_for, fetch, job_for_round, round_row
 
 APPROVE = {"approve": "Approve"}
 REVISE = {"revise": "Request revision"}
@@ -126,9 +126,7 @@ def test_loser_gets_already_decided_by_x(app, client, login_as, make_user, make_
 def test_cannot_submit_while_someone_else_holds_the_claim(app, client, login_as, make_user, make_round):
     rid = make_round()
     bob = make_user("bob", "reviewer")
-    with app.app_context():
-        services.claim_round(db.session.get(ReviewRound, rid), bob)
-        db.session.commit()
+    claim_as(app, rid, bob)
     login_as("reviewer")
     response = client.post(f"/rounds/{rid}/decide", data={"feedback": "mine", **APPROVE})
     assert response.status_code == 409

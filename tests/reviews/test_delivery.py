@@ -45,6 +45,13 @@ def decide(client, rid, **form):
     return response.headers["Location"]
 
 
+def faulted_decision(client, sandbox, sandbox_round, fault: str, form=APPROVE, **options) -> tuple[int, str]:
+    """A fresh sandbox round decided through the (logged-in) page while /resume has ``fault``."""
+    rid = sandbox_round("research")
+    sandbox.set_fault(fault, path="/resume", **options)
+    return rid, decide(client, rid, feedback="ok", **form)
+
+
 def decide_quietly(app, rid, username="quiet", *, is_approve=True, feedback="ok") -> int:
     """A committed decision whose job nobody has tried yet (as if the process died)."""
     with app.app_context():
@@ -127,10 +134,8 @@ def test_revision_opens_the_next_round_with_the_history(app, client, login_as, s
 
 
 def test_500_then_recovery_with_every_attempt_recorded(app, client, login_as, sandbox, sandbox_round):
-    rid = sandbox_round("research")
-    sandbox.set_fault("500", path="/resume", times=2)
     login_as("reviewer")
-    location = decide(client, rid, feedback="ok", **APPROVE)
+    rid, location = faulted_decision(client, sandbox, sandbox_round, "500", times=2)
     pending = job_for_round(app, rid)
     assert (pending.state, pending.attempts) == (JobState.PENDING, 1)
     assert pending.next_attempt_at > utcnow()
@@ -162,10 +167,8 @@ def test_backoff_grows_with_jitter(app):
 
 
 def test_gives_up_then_a_lead_retries_from_the_ui(app, client, auth, login_as, make_user, sandbox, sandbox_round):
-    rid = sandbox_round("research")
-    sandbox.set_fault("500", path="/resume")
     login_as("reviewer")
-    location = decide(client, rid, feedback="ok", **APPROVE)
+    rid, location = faulted_decision(client, sandbox, sandbox_round, "500")
     work(app)
     work(app)
     failed = job_for_round(app, rid)
@@ -193,10 +196,8 @@ def test_gives_up_then_a_lead_retries_from_the_ui(app, client, auth, login_as, m
 
 
 def test_a_lead_dismisses_a_failed_delivery(app, client, login_as, sandbox, sandbox_round):
-    rid = sandbox_round("research")
-    sandbox.set_fault("500", path="/resume")
     lead = login_as("lead")
-    decide(client, rid, feedback="ok", **APPROVE)
+    rid, _ = faulted_decision(client, sandbox, sandbox_round, "500")
     work(app)
     work(app)
     failed = job_for_round(app, rid)
@@ -212,10 +213,8 @@ def test_a_lead_dismisses_a_failed_delivery(app, client, login_as, sandbox, sand
 def test_401_marks_the_token_broken_and_waits_for_the_fix(app, client, login_as, sandbox, sandbox_round):
     from reviewapp.amp.crews import update_crew
 
-    rid = sandbox_round("research")
-    sandbox.set_fault("401", path="/resume")
     login_as("reviewer")
-    location = decide(client, rid, feedback="ok", **APPROVE)
+    rid, location = faulted_decision(client, sandbox, sandbox_round, "401")
     waiting = job_for_round(app, rid)
     assert (waiting.state, waiting.attempts) == (JobState.PENDING, 0)
     with app.app_context():
@@ -240,10 +239,8 @@ def test_401_marks_the_token_broken_and_waits_for_the_fix(app, client, login_as,
 def test_timeout_checks_status_and_does_not_resend_what_was_applied(
     app, client, login_as, sandbox, sandbox_round, form, outcome
 ):
-    rid = sandbox_round("research")
-    sandbox.set_fault("timeout", path="/resume", times=1, seconds=3)
     login_as("reviewer")
-    location = decide(client, rid, feedback="Noted.", **form)
+    rid, location = faulted_decision(client, sandbox, sandbox_round, "timeout", form, times=1, seconds=3)
     unclear = job_for_round(app, rid)
     assert (unclear.state, unclear.needs_status_check, unclear.attempts) == (JobState.PENDING, True, 1)
     assert "status" in client.get(location + "/status").get_json()["detail"]
@@ -282,10 +279,8 @@ def test_unclear_attempt_that_never_arrived_is_sent_again(app, monkeypatch, sand
 
 
 def test_400_not_pending_makes_job_and_round_stale(app, client, login_as, sandbox, sandbox_round):
-    rid = sandbox_round("research")
-    sandbox.set_fault("400", path="/resume")
     login_as("reviewer")
-    location = decide(client, rid, feedback="ok", **APPROVE)
+    rid, location = faulted_decision(client, sandbox, sandbox_round, "400")
     stale = job_for_round(app, rid)
     assert stale.state is JobState.STALE and "not in pending human input state" in stale.last_error
     row = round_row(app, rid)
@@ -295,10 +290,8 @@ def test_400_not_pending_makes_job_and_round_stale(app, client, login_as, sandbo
 
 
 def test_404_fails_the_job_without_retrying(app, client, login_as, sandbox, sandbox_round):
-    rid = sandbox_round("research")
-    sandbox.set_fault("404", path="/resume")
     login_as("reviewer")
-    decide(client, rid, feedback="ok", **APPROVE)
+    rid, _ = faulted_decision(client, sandbox, sandbox_round, "404")
     failed = job_for_round(app, rid)
     assert (failed.state, failed.attempts) == (JobState.FAILED, 0)
     assert "Execution ID not found" in failed.last_error

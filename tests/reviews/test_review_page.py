@@ -16,7 +16,7 @@ from reviewapp.extensions import db
 from reviewapp.models import Crew, ReviewRound, utcnow
 from reviewapp.reviews import services
 
-from .helpers import audit_events, round_row
+from .helpers import audit_events, claim_as, round_row
 
 
 @pytest.fixture
@@ -45,9 +45,7 @@ def test_opening_a_round_claims_it(app, client, login_as, make_round):
 def test_others_see_who_reviews_and_cannot_take_it(app, client, login_as, make_user, make_round):
     rid = make_round()
     other = make_user("bob", "reviewer")
-    with app.app_context():
-        services.claim_round(db.session.get(ReviewRound, rid), other)
-        db.session.commit()
+    claim_as(app, rid, other)
     login_as("reviewer")
     page = client.get(f"/rounds/{rid}").get_data(as_text=True)
     assert "Being reviewed by <strong>bob</strong>" in page
@@ -59,9 +57,7 @@ def test_others_see_who_reviews_and_cannot_take_it(app, client, login_as, make_u
 def test_an_expired_claim_can_be_taken(app, client, login_as, make_user, make_round):
     rid = make_round()
     other = make_user("bob", "reviewer")
-    with app.app_context():
-        services.claim_round(db.session.get(ReviewRound, rid), other)
-        db.session.commit()
+    claim_as(app, rid, other)
     expire_claim(app, rid)
     me = login_as("reviewer")
     client.get(f"/rounds/{rid}")
@@ -112,9 +108,7 @@ def test_heartbeat_for_unknown_round_is_json_404(client, login_as):
 def test_lead_takes_over_and_it_is_audited(app, client, auth, login_as, make_user, make_round):
     rid = make_round()
     holder = make_user("bob", "reviewer")
-    with app.app_context():
-        services.claim_round(db.session.get(ReviewRound, rid), holder)
-        db.session.commit()
+    claim_as(app, rid, holder)
     lead = login_as("lead")
     page = client.get(f"/rounds/{rid}").get_data(as_text=True)
     assert "Take over from bob" in page
