@@ -15,6 +15,17 @@ from reviewapp.amp.webhooks import inbound_secret
 from reviewapp.extensions import db
 from reviewapp.models import Execution, ReviewRound, WebhookDelivery
 
+from .fake_amp import FakeAmp
+
+
+@pytest.fixture
+def amp():
+    """An independent fake AMP (tests/amp/fake_amp.py) on a loopback port."""
+    fake = FakeAmp()
+    yield fake
+    fake.close()
+
+
 INPUTS = {
     "research": {"topic": "heat pumps", "current_year": "2025"},
     "travel": {"destination": "Lisbon", "days": "3"},

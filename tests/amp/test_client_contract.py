@@ -17,17 +17,8 @@ from reviewapp.amp.client import (
     AmpUnavailable,
 )
 
-from .fake_amp import FakeAmp
-
 RESUME = {"execution_id": "6f140412-8094-43fc-a6f0-70e65f912172", "task_id": "analysis_task",
           "human_feedback": "Please include more quantitative data.", "is_approve": False}
-
-
-@pytest.fixture
-def amp():
-    fake = FakeAmp()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from reviewapp.models import (
 )
 
 from .conftest import INPUTS, execution_of, rounds_of, sandbox_client
-from .fake_amp import FakeAmp
 
 EXEC = "0b7d5c1e-1111-4222-8333-944455556666"
 LATER = timedelta(hours=1)
@@ -32,13 +31,6 @@ LATER = timedelta(hours=1)
 @pytest.fixture
 def app_config():
     return {"STATUS_STALE_GRACE_SECONDS": 0, "STATUS_POLL_MIN_SECONDS": 10, "STATUS_POLL_MAX_SECONDS": 600}
-
-
-@pytest.fixture
-def amp():
-    fake = FakeAmp()
-    yield fake
-    fake.close()
 
 
 @pytest.fixture
