@@ -80,9 +80,10 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _insert_ignoring_conflicts(model: type, values: dict[str, Any]) -> bool:
+def _insert_ignoring_conflicts(model: type[Any], values: dict[str, Any]) -> bool:
     """Insert one row unless it collides with a unique key; True when it was inserted."""
     dialect = db.session.get_bind().dialect.name
+    stmt: Any
     if dialect == "postgresql":
         stmt = postgresql.insert(model).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
@@ -201,7 +202,7 @@ def mark_pending_rounds_stale(
             .values(state=RoundState.STALE, stale_reason=reason)
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:
+        if getattr(result, "rowcount", 0) != 1:
             continue
         db.session.expire(round_)
         changed += 1

@@ -234,7 +234,8 @@ def _latest_event_kind(execution: Execution) -> str | None:
 
 def _notice_from_status(execution: Execution, raw: dict[str, Any]) -> HumanInputNotice | None:
     """Task id and output from a status body, where AMP put them (tolerantly)."""
-    step = raw.get("last_step") if isinstance(raw.get("last_step"), dict) else {}
+    last_step = raw.get("last_step")
+    step: dict[str, Any] = last_step if isinstance(last_step, dict) else {}
     task_id = pick(step, "task_id", "task_name", "task", "name") or pick(raw, "current_task", "task_id", "task_name")
     output = pick(step, "output", "task_output", "result", "raw") or pick(raw, "task_output", "output")
     if output is None and isinstance(raw.get("result"), str):

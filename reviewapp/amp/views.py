@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
@@ -44,9 +44,14 @@ def _crew_or_404(name: str) -> Crew:
     return crew  # type: ignore[return-value]
 
 
+def _refuse(message: str, code: int = 400) -> NoReturn:
+    abort_with(code, message)
+    raise AssertionError("abort_with raises")  # pragma: no cover
+
+
 def _require_form(form: Any) -> None:
     if not form.validate_on_submit():
-        abort_with(400, "The form was incomplete or expired; reload the page and try again.")
+        _refuse("The form was incomplete or expired; reload the page and try again.")
 
 
 def execution_url(execution: Execution) -> str:
@@ -267,7 +272,7 @@ def kickoff(name: str):
         return redirect(url_for("crews.crew", name=name))
     names = parse_input_names(request.form.get("input_names"))
     if names is None:
-        abort_with(400, "The kickoff form was damaged; reload the crew page and try again.")
+        return _refuse("The kickoff form was damaged; reload the crew page and try again.")
     form = kickoff_form(names)
     if not form.validate_on_submit():
         return _crew_page(crew, kickoff=form, status=400)
@@ -299,7 +304,7 @@ def kickoff(name: str):
 def execution(execution_id: int):
     row = db.session.get(Execution, execution_id)
     if row is None:
-        abort_with(404, "No such execution.")
+        return _refuse("No such execution.", 404)
     deliveries = list(db.session.scalars(
         select(WebhookDelivery).where(WebhookDelivery.execution_id == row.id).order_by(WebhookDelivery.id)
     ))
