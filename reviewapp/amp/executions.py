@@ -24,6 +24,7 @@ from ..models import (
     Execution,
     ExecutionEvent,
     ExecutionStatus,
+    JobState,
     ReviewRound,
     RoundState,
     User,
@@ -301,16 +302,62 @@ def _next_round_number(execution: Execution, task_id: str) -> int:
     return (highest or 0) + 1
 
 
+def _latest_round(execution: Execution, task_id: str) -> ReviewRound | None:
+    return db.session.scalar(
+        select(ReviewRound)
+        .where(ReviewRound.execution_id == execution.id, ReviewRound.task_id == task_id)
+        .order_by(ReviewRound.round_number.desc())
+        .limit(1)
+    )
+
+
+def _rerun_confirmed(round_: ReviewRound) -> bool:
+    """A revision of ``round_`` was requested and AMP accepted it: the task ran again."""
+    decision = round_.decision
+    if round_.state is not RoundState.DECIDED or decision is None or decision.is_approve:
+        return False
+    job = decision.job
+    return job is not None and job.state is JobState.SUCCEEDED and job.outcome != "completed"
+
+
+def _digest_for(execution: Execution, notice: HumanInputNotice) -> str | None:
+    """The ``output_sha256`` for a new round, or None when ``notice`` repeats a known one.
+
+    The same output is normally a redelivery. It is a new round only when it answers a
+    revision AMP confirmed (the agent produced the same text again): that round gets a
+    digest salted with its number, so the unique key still holds."""
+    digest = sha256_text(notice.output)
+    if _round_by_output(execution, notice.task_id, digest) is None:
+        return digest
+    latest = _latest_round(execution, notice.task_id)
+    if latest is not None and latest.output == notice.output and _rerun_confirmed(latest):
+        return sha256_text(f"{digest}:round-{latest.round_number + 1}")
+    return None
+
+
+def _known_round(execution: Execution, notice: HumanInputNotice) -> ReviewRound | None:
+    """The round a repeated notification belongs to (the latest with that output)."""
+    return db.session.scalar(
+        select(ReviewRound)
+        .where(ReviewRound.execution_id == execution.id, ReviewRound.task_id == notice.task_id,
+               ReviewRound.output == notice.output)
+        .order_by(ReviewRound.round_number.desc())
+        .limit(1)
+    )
+
+
 def store_round(
     crew: Crew, execution: Execution, notice: HumanInputNotice, *, source: str
 ) -> tuple[ReviewRound, bool]:
-    """Create the review round for ``notice`` unless the same output was seen before."""
-    digest = sha256_text(notice.output)
+    """Create the review round for ``notice`` unless it repeats one already stored."""
     finished = execution.status.finished
     for _attempt in range(5):
-        existing = _round_by_output(execution, notice.task_id, digest)
-        if existing is not None:
-            return existing, False
+        digest = _digest_for(execution, notice)
+        if digest is None:
+            known = _known_round(execution, notice)
+            if known is not None:
+                return known, False
+            continue  # pragma: no cover - the row changed under us; look again
         number = _next_round_number(execution, notice.task_id)
         values = {
             "execution_id": execution.id,

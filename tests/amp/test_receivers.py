@@ -284,3 +284,31 @@ def test_access_logs_do_not_show_the_secret_in_the_path(app, research, secret_of
     assert response.status_code == 200
     assert any(f"/hooks/amp/{research}/task/•••" in line for line in logged)
     assert all(secret not in line for line in logged)
+
+
+def _decide(app, reviewer_id, *, approve, job_state):
+    from reviewapp.models import Decision, JobState, ResumeJob
+
+    with app.app_context():
+        round_ = rounds_of(EXEC)[-1]
+        round_.state = RoundState.DECIDED
+        decision = Decision(round=round_, reviewer_id=reviewer_id, is_approve=approve, feedback="again")
+        db.session.add(ResumeJob(decision=decision, crew_id=round_.crew_id, body={}, state=JobState(job_state),
+                                 outcome="retrying" if job_state == "succeeded" and not approve else None))
+        db.session.commit()
+
+
+@pytest.mark.parametrize(("approve", "job_state", "rounds"), [
+    (False, "succeeded", 2),  # AMP re-ran the task and the agent wrote the same text: round 2
+    (False, "pending", 1),    # resume not confirmed yet: a repeat is a redelivery
+    (True, "succeeded", 1),   # approved: AMP moved on, a repeat is a redelivery
+])
+def test_same_output_after_a_confirmed_revision_is_a_new_round(app, research, hook, make_user, approve, job_state, rounds):
+    reviewer = make_user("rev", "reviewer")
+    hook(research, "human-input", notice("Same text"))
+    _decide(app, reviewer.id, approve=approve, job_state=job_state)
+    response = hook(research, "human-input", notice("Same text"))
+    assert response.json["round"] == rounds
+    assert hook(research, "human-input", notice("Same text")).json["status"] == "duplicate"
+    with app.app_context():
+        assert [r.round_number for r in rounds_of(EXEC)] == list(range(1, rounds + 1))
