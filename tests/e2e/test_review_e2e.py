@@ -1,4 +1,4 @@
-"""The review page's script in a real browser (Debian's Chromium via Playwright): the
+"""Journey: a reviewer works through the queue. The review page's script in a real browser (Debian's Chromium via Playwright): the
 live preview, the claim heartbeat, the keyboard shortcuts and the outcome that updates
 itself, all under the app's CSP (a violation would show as a console error)."""
 
@@ -12,7 +12,8 @@ import pytest
 
 from reviewapp.worker import run_forever
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import browser, ui_login  # noqa: F401 - browser is a fixture
+from tests.e2e.conftest import ui_login
+from tests.reviews.fixtures import make_crew, sandbox_round  # noqa: F401 - pytest fixtures
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +32,7 @@ class Console:
 
 
 @pytest.fixture
-def reviewer_page(browser, live_server, make_user) -> Iterator:  # noqa: F811 - fixture argument
+def reviewer_page(browser, live_server, make_user) -> Iterator:
     make_user("rita", "reviewer")
     context = browser.new_context(base_url=live_server.url)
     context.set_default_timeout(10_000)
@@ -42,7 +43,7 @@ def reviewer_page(browser, live_server, make_user) -> Iterator:  # noqa: F811 - 
     context.close()
 
 
-def test_preview_heartbeat_shortcut_and_outcome(app, reviewer_page, sandbox, sandbox_round):
+def test_preview_heartbeat_shortcut_and_outcome(app, reviewer_page, sandbox, sandbox_round):  # noqa: F811
     rid = sandbox_round("research")
     page, console = reviewer_page
     page.goto("/")
@@ -77,7 +78,7 @@ def test_preview_heartbeat_shortcut_and_outcome(app, reviewer_page, sandbox, san
     assert console.errors == [] and console.foreign == []
 
 
-def test_approve_and_next_by_keyboard(reviewer_page, sandbox, sandbox_round):
+def test_approve_and_next_by_keyboard(reviewer_page, sandbox, sandbox_round):  # noqa: F811
     first, second = sandbox_round("support"), sandbox_round("support")
     page, console = reviewer_page
     page.goto(f"/rounds/{first}")
