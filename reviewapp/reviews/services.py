@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from flask import current_app
 from sqlalchemy import Integer, func, literal, or_, select, text, tuple_, update
@@ -376,7 +377,7 @@ def _round_event(event: str, actor: User, round_: ReviewRound, details: dict[str
     )
 
 
-def resume_fields(round_: ReviewRound, *, feedback: str, is_approve: bool) -> dict[str, object]:
+def resume_fields(round_: ReviewRound, *, feedback: str, is_approve: bool) -> dict[str, Any]:
     """The four section-1 fields a job stores (URLs and secrets are added at send time)."""
     return {
         "execution_id": round_.execution.kickoff_id,
@@ -389,7 +390,7 @@ def resume_fields(round_: ReviewRound, *, feedback: str, is_approve: bool) -> di
 RESUME_FIELDS = ("execution_id", "task_id", "human_feedback", "is_approve")
 
 
-def job_fields(job: ResumeJob) -> dict[str, object]:
+def job_fields(job: ResumeJob) -> dict[str, Any]:
     """The stored section-1 fields of a job, as keyword arguments for build_resume_body."""
     return {key: job.body[key] for key in RESUME_FIELDS}
 
