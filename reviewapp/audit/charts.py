@@ -86,7 +86,6 @@ def stacked_columns(
     series: list[Series],
     *,
     fmt: Callable[[float], str] = lambda v: f"{v:g}",
-    label_every: int | None = None,
 ) -> Chart:
     """Vertical columns, one per category, each series stacked on the previous one."""
     totals = [sum(s.values[i] for s in series) for i in range(len(categories))]
@@ -94,7 +93,7 @@ def stacked_columns(
     plot_left, plot_width = 48, WIDTH - 72
     slot = plot_width / max(len(categories), 1)
     bar = max(slot * 0.8, 1.0)
-    every = label_every or max(1, math.ceil(len(categories) / 7))
+    every = max(1, math.ceil(len(categories) / 7))  # at most 7 category labels
     baseline = TOP + COLUMN_AREA_HEIGHT
     chart = Chart(title, WIDTH, baseline + BOTTOM, legend=_legend(series))
     chart.lines.append((plot_left, baseline, WIDTH - 8, baseline))

@@ -17,11 +17,7 @@ def _conditions(filters: EventFilters) -> list[ColumnElement]:
         conditions.append(AuditEvent.actor_name == filters.actor)
     if filters.target:
         conditions.append(AuditEvent.target_name == filters.target)
-    if filters.dates.start is not None:
-        conditions.append(AuditEvent.created_at >= filters.dates.start)
-    if filters.dates.end is not None:
-        conditions.append(AuditEvent.created_at < filters.dates.end)
-    return conditions
+    return conditions + filters.dates.conditions(AuditEvent.created_at)
 
 
 def events_statement(filters: EventFilters) -> Select:

@@ -36,6 +36,15 @@ class DateRange:
         """Exclusive upper bound: midnight after ``last``."""
         return _midnight(self.last + timedelta(days=1)) if self.last else None
 
+    def conditions(self, column: Any) -> list[Any]:
+        """SQL conditions keeping ``column`` (a timestamp) inside the range."""
+        bounds = []
+        if self.start is not None:
+            bounds.append(column >= self.start)
+        if self.end is not None:
+            bounds.append(column < self.end)
+        return bounds
+
     def as_args(self) -> dict[str, str]:
         args = {}
         if self.first:

@@ -62,10 +62,7 @@ def _conditions(filters: HistoryFilters) -> list[ColumnElement]:
         conditions.append(Decision.is_approve.is_(filters.decision == "approve"))
     if filters.outcome is not None:
         conditions.append(ResumeJob.state == JobState(filters.outcome))
-    if filters.dates.start is not None:
-        conditions.append(Decision.created_at >= filters.dates.start)
-    if filters.dates.end is not None:
-        conditions.append(Decision.created_at < filters.dates.end)
+    conditions += filters.dates.conditions(Decision.created_at)
     if filters.q:
         conditions.append(_search(filters.q))
     return conditions

@@ -106,11 +106,7 @@ class Queue:
 
 
 def _in_range(stmt: Select, column: Any, filters: MetricFilters) -> Select:
-    if filters.dates.start is not None:
-        stmt = stmt.where(column >= filters.dates.start)
-    if filters.dates.end is not None:
-        stmt = stmt.where(column < filters.dates.end)
-    return stmt
+    return stmt.where(*filters.dates.conditions(column))
 
 
 def _decisions(filters: MetricFilters, *columns: Any) -> Select:

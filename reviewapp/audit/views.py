@@ -60,18 +60,26 @@ def _history_filters() -> HistoryFilters:
     return filters
 
 
-@bp.route("/history")
-@opens_below_blueprint(Role.REVIEWER)
-def history():
-    filters = _history_filters()
+def _listing(template: str, fetch: Callable[..., Any], filters: Any, **context: Any) -> str:
+    """A keyset-paged list page: the page for the request's cursor, links keep filters."""
     after, before = _or_400(parse_cursors, request.args)
-    page = history_page(filters, after=after, before=before)
     return render_template(
-        "audit/history.html",
-        page=page,
+        template,
+        page=fetch(filters, after=after, before=before),
         filters=filters,
         link_args=filters.as_args(),
         paged=bool(after or before),
+        **context,
+    )
+
+
+@bp.route("/history")
+@opens_below_blueprint(Role.REVIEWER)
+def history():
+    return _listing(
+        "audit/history.html",
+        history_page,
+        _history_filters(),
         crews=crew_choices(),
         reviewers=reviewer_choices() if _is_lead() else [],
         decisions=[(value, value) for value in DECISIONS],
@@ -103,16 +111,7 @@ def export_jsonl():
 
 @bp.route("/events")
 def events():
-    filters = _or_400(parse_event_filters, request.args)
-    after, before = _or_400(parse_cursors, request.args)
-    page = events_page(filters, after=after, before=before)
-    return render_template(
-        "audit/events.html",
-        page=page,
-        filters=filters,
-        link_args=filters.as_args(),
-        paged=bool(after or before),
-    )
+    return _listing("audit/events.html", events_page, _or_400(parse_event_filters, request.args))
 
 
 @bp.route("/executions/<int:execution_id>")
