@@ -39,10 +39,28 @@ class Figure:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int  # the gunicorn master
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set size) of a live process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 @contextmanager
-def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4) -> Iterator[str]:
-    """Serve bench.benchapp:app on 127.0.0.1:<free port>; yields the base URL."""
-    port = free_port()
+def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, port: int | None = None) -> Iterator[Server]:
+    """Serve bench.benchapp:app on 127.0.0.1:<port or a free one>; yields the server."""
+    port = port or free_port()
     cmd = [
         sys.executable, "-m", "gunicorn", "bench.benchapp:app",
         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
@@ -60,7 +78,7 @@ def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4) -> Iter
                 time.sleep(0.2)
         else:
             raise RuntimeError("gunicorn did not start")
-        yield url
+        yield Server(url, proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -88,23 +106,26 @@ def cookie_header(session: requests.Session) -> str:
     return "; ".join(f"{c.name}={c.value}" for c in session.cookies)
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
 def _ms(text: str) -> float:
-    value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+    value, unit = re.match(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * _UNITS[unit]
 
 
 def wrk(name: str, url: str, *, cookie: str | None = None, seconds: int = 5,
         connections: int = 8, threads: int = 2) -> Figure:
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency", url]
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
+           "--latency", url]
     if cookie:
         cmd[1:1] = ["-H", f"Cookie: {cookie}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    if "Latency Distribution" not in out or " 0 requests in" in out:
+        raise RuntimeError(f"wrk {name}: no usable result:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return Figure(name, rps, p50, p99, total, int(bad.group(1)) if bad else 0)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, Index, insert
 
 from reviewapp.extensions import db
 from reviewapp.models import (
@@ -38,11 +38,17 @@ BATCH = 5000
 CREWS = ["research", "travel", "support", "finance", "legal"]
 TASKS = ["research_task", "analysis_task", "summary_task", "draft_task"]
 REVIEWERS = 20
+SECRET_KEY = "bench-secret-key-0123456789abcdef"  # noqa: S105 - a throwaway bench database
 BENCH_PASSWORD = "bench password 1"  # noqa: S105 - throwaway accounts of a bench database
 WORDS = (
     "revenue growth market analysis quarterly report sources evidence customer churn "
     "latency throughput forecast region segment pricing risk compliance draft summary"
 ).split()
+
+
+def crew_token(name: str) -> str:
+    """The AMP token of a bench crew (the bench's sandbox is started with the same ones)."""
+    return f"bench-token-{name}"
 
 
 def markdown_output(rng: random.Random, size: int) -> str:
@@ -103,6 +109,34 @@ def _copy(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
     return count
 
 
+def _search_indexes() -> list[Index]:
+    """The PostgreSQL GIN full-text indexes (costly to maintain row by row during a load)."""
+    return [
+        index
+        for table in db.metadata.sorted_tables
+        for index in table.indexes
+        if index.dialect_options["postgresql"].get("using") == "gin"
+    ]
+
+
+def _drop_search_indexes(engine: Engine) -> list[Index]:
+    indexes = _search_indexes()
+    with engine.begin() as conn:
+        for index in indexes:
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+    return indexes
+
+
+def _create_search_indexes(engine: Engine, indexes: list[Index]) -> float:
+    """Build the GIN indexes in one pass each after the load; returns the seconds spent."""
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '512MB'")
+        for index in indexes:
+            index.create(conn)
+    return time.perf_counter() - started
+
+
 def _insert(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
     if engine.dialect.name == "postgresql":
         return _copy(engine, model, rows)
@@ -132,13 +166,10 @@ def seed(
     sandbox_url: str = "http://127.0.0.1:1",
 ) -> dict[str, Any]:
     """Create the schema and fill it. Returns ids useful to the load driver."""
-    from reviewapp import create_app
     from reviewapp.amp.crews import create_crew
 
     rng = random.Random(seed_value)
-    app = create_app(
-        {"TESTING": True, "SECRET_KEY": "bench-secret-key-0123456789abcdef", "SQLALCHEMY_DATABASE_URI": url}
-    )
+    app = bench_app(url)
     started = time.perf_counter()
     with app.app_context():
         db.drop_all()
@@ -155,9 +186,10 @@ def seed(
         users.append({"id": REVIEWERS + 1, "username": "lead", "password_hash": pw_hash,
                       "role": Role.LEAD, "active": True, "must_change_password": False,
                       "session_version": 1, "created_at": now})
+        search_indexes = _drop_search_indexes(engine) if engine.dialect.name == "postgresql" else []
         _insert(engine, User, iter(users))
         for name in CREWS:
-            create_crew(name, sandbox_url, f"bench-token-{name}")
+            create_crew(name, f"{sandbox_url.rstrip('/')}/{name}", crew_token(name))
         db.session.commit()
         total_rounds = decisions + pending
         executions = max(1, total_rounds // 4)
@@ -211,6 +243,7 @@ def seed(
                        "response_body": '{"status": "resumed"}'}
 
         _insert(engine, ResumeAttempt, attempt_rows())
+        index_seconds = _create_search_indexes(engine, search_indexes) if search_indexes else 0.0
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:
                 for table in db.metadata.sorted_tables:
@@ -221,7 +254,58 @@ def seed(
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")
         db.engine.dispose()
-    return {"seconds": time.perf_counter() - started, "decisions": decisions, "pending": pending}
+    return {"seconds": round(time.perf_counter() - started, 1), "search_index_seconds": round(index_seconds, 1),
+            "decisions": decisions, "pending": pending}
+
+
+def bench_app(url: str, **config: Any) -> Any:
+    """The app in the driver's process (seeding, preparing cases), keyed like the server."""
+    from reviewapp import create_app
+
+    return create_app({"TESTING": True, "SECRET_KEY": SECRET_KEY, "SQLALCHEMY_DATABASE_URI": url, **config})
+
+
+def _revision(base: str, number: int) -> str:
+    """``base`` with every 40th line (shifted per round) reworded: a realistic diff."""
+    lines = base.splitlines()
+    for index in range(number % 40, len(lines), 40):
+        lines[index] = f"{lines[index]} (revised in round {number})"
+    return "\n".join(lines)
+
+
+def seed_review_task(url: str, *, output_bytes: int = 200_000, earlier: int = 5, seed_value: int = 11) -> int:
+    """One task with ``earlier`` sent-back rounds and a pending one, outputs of
+    ``output_bytes`` Markdown each. Returns the pending round's id."""
+    rng = random.Random(seed_value)
+    base = markdown_output(rng, output_bytes)
+    app = bench_app(url)
+    with app.app_context():
+        now = datetime.now(UTC)
+        execution = Execution(crew_id=1, kickoff_id=f"review-task-{rng.getrandbits(48):012x}",
+                              status=ExecutionStatus.PENDING_REVIEW, created_at=now - timedelta(hours=3),
+                              updated_at=now, status_check_failures=0)
+        db.session.add(execution)
+        db.session.flush()
+        current = None
+        for number in range(1, earlier + 2):
+            output = _revision(base, number)
+            pending = number == earlier + 1
+            current = ReviewRound(
+                execution_id=execution.id, crew_id=1, task_id="research_task", round_number=number,
+                output=output, output_sha256=hashlib.sha256(output.encode()).hexdigest(),
+                agent="Senior Analyst", received_at=now - timedelta(minutes=30 * (earlier + 2 - number)),
+                state=RoundState.PENDING if pending else RoundState.DECIDED,
+            )
+            db.session.add(current)
+            db.session.flush()
+            if not pending:
+                db.session.add(Decision(round_id=current.id, reviewer_id=number % REVIEWERS + 1, is_approve=False,
+                                        feedback=f"Round {number}: tighten the {rng.choice(WORDS)} section.",
+                                        created_at=current.received_at + timedelta(minutes=5)))
+        db.session.commit()
+        round_id = current.id if current is not None else 0
+        db.engine.dispose()
+    return round_id
 
 
 def main() -> None:

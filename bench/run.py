@@ -1,0 +1,477 @@
+"""The benchmark: seed, serve with gunicorn on loopback, drive the six cases of issue 7
+with baselines measured in the same run, print figures, ratios and the budgets.
+
+    python -m bench.run [--scale small|medium|large] [--db sqlite|postgres|both]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+
+from .harness import (
+    ROOT,
+    Figure,
+    Server,
+    cookie_header,
+    free_port,
+    gunicorn,
+    login,
+    peak_rss_mb,
+    print_table,
+    timed_calls,
+    wrk,
+)
+from .seed import BENCH_PASSWORD, SECRET_KEY, bench_app, crew_token, seed, seed_review_task
+
+SQLITE_URL = "sqlite:////tmp/reviewapp-bench.sqlite3"
+POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench")
+PAGE = 50  # rows per history / queue page
+DEEP_HISTORY_PAGE = 20_000
+
+
+@dataclass(frozen=True)
+class Scale:
+    decisions: int
+    pending: int
+    seconds: int  # per wrk run
+    decides: int  # decision submits through to /resume
+    hooks: int  # webhook notifications (20% of them duplicates)
+    metric_calls: int
+
+
+SCALES = {
+    "small": Scale(1_000, 1_000, 2, 20, 200, 3),
+    "medium": Scale(100_000, 10_000, 5, 60, 1_000, 5),
+    "large": Scale(1_000_000, 10_000, 5, 60, 1_000, 5),
+}
+
+
+@dataclass
+class Results:
+    db: str
+    seeding: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, Figure] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures[figure.name] = figure
+        return figure
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _csrf(session: requests.Session, url: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', session.get(url, timeout=30).text)
+    if match is None:
+        raise RuntimeError(f"no CSRF token on {url}")
+    return match.group(1)
+
+
+def _wait_until(predicate: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+class Sandbox:
+    """The AMP sandbox in its own process on a loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.sandbox_server", str(self.port)], cwd=ROOT)
+        _wait_until(self._up, timeout=20, what="the sandbox")
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(self.url + "/support", timeout=1).status_code in (200, 401)
+        except requests.RequestException:
+            return False
+
+    def close(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def _queue_cursor(app: Any, position: int) -> str:
+    from reviewapp.audit.pagination import Cursor
+    from reviewapp.models import ReviewRound, RoundState
+
+    with app.app_context():
+        from reviewapp.extensions import db
+
+        row = db.session.execute(
+            select(ReviewRound.received_at, ReviewRound.id)
+            .where(ReviewRound.state == RoundState.PENDING)
+            .order_by(ReviewRound.received_at, ReviewRound.id)
+            .offset(position)
+            .limit(1)
+        ).one()
+        return Cursor(row.received_at, row.id).encode()
+
+
+def _history_cursor(app: Any, page: int) -> str:
+    """The ``after`` cursor that opens ``page`` of the history (newest first)."""
+    from reviewapp.audit.pagination import Cursor
+    from reviewapp.models import Decision
+
+    with app.app_context():
+        from reviewapp.extensions import db
+
+        row = db.session.execute(
+            select(Decision.created_at, Decision.id)
+            .order_by(Decision.created_at.desc(), Decision.id.desc())
+            .offset((page - 1) * PAGE - 1)
+            .limit(1)
+        ).one()
+        return Cursor(row.created_at, row.id).encode()
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def baselines(res: Results, url: str, scale: Scale) -> None:
+    for name in ("plain", "fortunes"):
+        res.baselines[name] = wrk(name, f"{url}/_bench/{name}", seconds=scale.seconds)
+
+
+def case_queue(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> None:
+    deep_position = scale.pending - PAGE
+    after = _queue_cursor(app, deep_position)
+    cases = {
+        "queue first page": "/",
+        f"queue deep page (row {deep_position:,})": f"/?after={after}",
+        "queue filtered (crew+task+age)": "/?crew=1&task=research_task&age=gt1h",
+        "queue text search q=latency": "/?q=latency",
+    }
+    for name, path in cases.items():
+        res.add(wrk(name, url + path, cookie=cookie, seconds=scale.seconds))
+
+
+def case_review(res: Results, url: str, cookie: str, round_id: int, scale: Scale) -> None:
+    page = requests.get(f"{url}/rounds/{round_id}", headers={"Cookie": cookie}, timeout=60).text
+    figure = res.add(wrk("review page 200 KB + 5 rounds", f"{url}/rounds/{round_id}", cookie=cookie,
+                         seconds=scale.seconds, connections=4))
+    figure.extra["diff"] = "too large" if "too large" in page.lower() or "too big" in page.lower() else "shown"
+    figure.extra["KB"] = str(len(page) // 1024)
+
+
+def _kickoff_rounds(app: Any, count: int) -> list[int]:
+    """Start ``count`` executions of the sandbox's one-task ``support`` crew through
+    reviewapp (real kickoffs with our webhooks) and wait for their review rounds."""
+    from reviewapp.amp.crews import get_crew
+    from reviewapp.amp.executions import kickoff_execution
+    from reviewapp.extensions import db
+    from reviewapp.models import ReviewRound, RoundState
+
+    with app.app_context():
+        crew = get_crew("support")
+        ids = []
+        for i in range(count):
+            ids.append(kickoff_execution(crew, {"customer_name": f"bench {i}", "question": "Where is my order?"}).id)
+            db.session.commit()
+        stmt = select(ReviewRound.id).where(ReviewRound.execution_id.in_(ids), ReviewRound.state == RoundState.PENDING)
+
+        def arrived() -> bool:
+            db.session.rollback()
+            return len(db.session.scalars(stmt).all()) >= count
+
+        _wait_until(arrived, timeout=60, what="the sandbox's human-input webhooks")
+        return sorted(db.session.scalars(stmt))
+
+
+def _sandbox_resume_latency(sandbox: Sandbox, count: int) -> Figure:
+    """The sandbox's own /resume latency, on executions started without webhooks."""
+    base, token = f"{sandbox.url}/support", crew_token("support")
+    headers = {"Authorization": f"Bearer {token}"}
+    http = requests.Session()
+    ids = [http.post(f"{base}/kickoff", json={"inputs": {"customer_name": f"direct {i}", "question": "q"}},
+                     headers=headers, timeout=10).json()["kickoff_id"] for i in range(count)]
+
+    def waiting(execution_id: str) -> bool:
+        return http.get(f"{base}/status/{execution_id}", headers=headers, timeout=10).json().get(
+            "state") == "PENDING_HUMAN_INPUT"
+
+    _wait_until(lambda: all(waiting(i) for i in ids), timeout=60, what="sandbox executions to pause")
+    local = threading.local()
+
+    def resume(i: int) -> bool:
+        session = local.__dict__.setdefault("s", requests.Session())
+        body = {"execution_id": ids[i], "task_id": "reply_task", "human_feedback": "ok", "is_approve": True}
+        return session.post(f"{base}/resume", json=body, headers=headers, timeout=10).status_code == 200
+
+    return timed_calls("sandbox /resume alone", resume, count=count, concurrency=4)
+
+
+def case_decide(res: Results, url: str, app: Any, sandbox: Sandbox, scale: Scale) -> None:
+    rounds = _kickoff_rounds(app, scale.decides)
+    sessions = [login(url, f"reviewer{i + 1}", BENCH_PASSWORD) for i in range(4)]
+    tokens = []
+    for i, round_id in enumerate(rounds):  # open (and claim) each round as its reviewer
+        tokens.append(_csrf(sessions[i % 4], f"{url}/rounds/{round_id}"))
+
+    def decide(i: int) -> bool:
+        data = {"csrf_token": tokens[i], "feedback": "Fine, thanks.", "approve": "Approve"}
+        answer = sessions[i % 4].post(f"{url}/rounds/{rounds[i]}/decide", data=data, timeout=30,
+                                      allow_redirects=False)
+        return answer.status_code == 302
+
+    # concurrency 4 over 4 sessions: round i and i+4 share a session but never run together
+    figure = res.add(timed_calls("decision submit -> /resume", decide, count=len(rounds), concurrency=4))
+    alone = res.add(_sandbox_resume_latency(sandbox, scale.decides))
+    figure.extra["overhead p50 ms"] = f"{figure.p50_ms - alone.p50_ms:.1f}"
+    res.checks["decide_overhead_p50_ms"] = figure.p50_ms - alone.p50_ms
+    res.checks["decide_jobs"] = _job_states(app, rounds)
+    figure.extra["jobs"] = json.dumps(res.checks["decide_jobs"]).replace(",", ";")
+
+
+def _job_states(app: Any, rounds: list[int]) -> dict[str, int]:
+    from reviewapp.extensions import db
+    from reviewapp.models import Decision, ResumeJob
+
+    with app.app_context():
+        rows = db.session.execute(
+            select(ResumeJob.state, func.count()).join(Decision, Decision.id == ResumeJob.decision_id)
+            .where(Decision.round_id.in_(rounds)).group_by(ResumeJob.state)
+        ).all()
+        return {state.value: n for state, n in rows}
+
+
+def _hook_payloads(tag: str, count: int) -> tuple[list[dict[str, Any]], int]:
+    """``count`` notifications, every fifth a redelivery of an earlier one."""
+    rng = random.Random(5)
+    unique = count - count // 5
+    originals = [{"execution_id": f"hook-{tag}-{i}", "task_id": "research_task",
+                  "output": f"## Findings {i}\n\nOutput of execution {i}: " + "evidence " * 60}
+                 for i in range(unique)]
+    sent = list(originals)
+    for _ in range(count - unique):
+        at = rng.randrange(1, len(sent) + 1)
+        sent.insert(at, rng.choice(originals[: max(1, min(at, unique))]))
+    return sent, unique
+
+
+def case_webhooks(res: Results, url: str, app: Any, scale: Scale) -> None:
+    from reviewapp.amp.crews import get_crew
+    from reviewapp.amp.webhooks import inbound_secret
+
+    with app.app_context():
+        secret = inbound_secret(get_crew("finance"))
+    tag = datetime.now(UTC).strftime("%H%M%S%f")
+    payloads, unique = _hook_payloads(tag, scale.hooks)
+    local = threading.local()
+    headers = {"Authorization": f"Bearer {secret}"}
+    answers: dict[str, int] = {}
+
+    def notify(i: int) -> bool:
+        session = local.__dict__.setdefault("s", requests.Session())
+        answer = session.post(f"{url}/hooks/amp/finance/human-input", json=payloads[i], headers=headers, timeout=30)
+        status = answer.json().get("status", str(answer.status_code)) if answer.ok else str(answer.status_code)
+        answers[status] = answers.get(status, 0) + 1
+        return answer.status_code == 200
+
+    figure = res.add(timed_calls("webhook burst (20% duplicates)", notify, count=len(payloads), concurrency=8))
+    stored = _stored_hooks(app, tag)
+    ok = stored["rounds"] == unique and stored["accepted"] == unique and stored["duplicate"] == len(payloads) - unique
+    res.checks["webhooks"] = {"sent": len(payloads), "unique": unique, **stored, "answers": answers, "ok": ok}
+    figure.extra["unique"] = str(unique)
+    figure.extra["rounds stored"] = str(stored["rounds"])
+    figure.extra["deliveries accepted/duplicate"] = f"{stored['accepted']}/{stored['duplicate']}"
+    figure.extra["none lost, no dup rounds"] = "yes" if ok else "NO"
+
+
+def _stored_hooks(app: Any, tag: str) -> dict[str, int]:
+    from reviewapp.extensions import db
+    from reviewapp.models import Execution, ReviewRound, WebhookDelivery
+
+    with app.app_context():
+        mine = select(Execution.id).where(Execution.kickoff_id.like(f"hook-{tag}-%"))
+        rounds = db.session.scalar(select(func.count()).select_from(ReviewRound).where(
+            ReviewRound.execution_id.in_(mine)))
+        outcomes = dict(db.session.execute(
+            select(WebhookDelivery.outcome, func.count()).where(WebhookDelivery.execution_id.in_(mine))
+            .group_by(WebhookDelivery.outcome)).all())
+    return {"rounds": int(rounds or 0), "accepted": int(outcomes.get("accepted", 0)),
+            "duplicate": int(outcomes.get("duplicate", 0))}
+
+
+def case_history(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> None:
+    page = min(DEEP_HISTORY_PAGE, scale.decisions // PAGE)
+    after = _history_cursor(app, page)
+    res.add(wrk("history page 1", f"{url}/audit/history", cookie=cookie, seconds=scale.seconds))
+    res.add(wrk(f"history page {page:,}", f"{url}/audit/history?after={after}", cookie=cookie,
+                seconds=scale.seconds))
+    res.checks["history_deep_page"] = page
+
+
+def case_metrics(res: Results, url: str, cookie: str, scale: Scale) -> None:
+    http = requests.Session()
+
+    def metrics(_: int) -> bool:
+        return http.get(f"{url}/audit/metrics", headers={"Cookie": cookie}, timeout=120).status_code == 200
+
+    metrics(0)  # warm-up
+    res.add(timed_calls("metrics page", metrics, count=scale.metric_calls, concurrency=1))
+
+
+def case_export(res: Results, env: dict[str, str]) -> None:
+    """CSV export of the whole history on a one-worker gunicorn (its peak RSS is read)."""
+    with gunicorn(env, workers=1, threads=2) as server:
+        cookie = cookie_header(login(server.url, "lead", BENCH_PASSWORD))
+        (worker,) = server.worker_pids()
+        before = peak_rss_mb(worker)
+        started = time.perf_counter()
+        lines = 0
+        with requests.get(f"{server.url}/audit/history/export.csv", headers={"Cookie": cookie},
+                          stream=True, timeout=900) as answer:
+            answer.raise_for_status()
+            for chunk in answer.iter_content(1 << 16):
+                lines += chunk.count(b"\n")
+        elapsed = time.perf_counter() - started
+        rows = max(0, lines - 1)
+        peak = peak_rss_mb(worker)
+    figure = res.add(Figure("CSV export (whole history)", rows / elapsed, elapsed * 1000, elapsed * 1000, 1))
+    figure.extra.update({"rows": f"{rows:,}", "rows/s": f"{rows / elapsed:,.0f}",
+                         "worker VmHWM MB": f"{peak:.0f} (at start {before:.0f})"})
+    res.checks["export"] = {"rows": rows, "rows_per_s": rows / elapsed, "peak_rss_mb": peak}
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+def budgets(res: Results) -> list[tuple[str, str, bool]]:
+    fig, fortunes = res.figures, res.baselines["fortunes"].rps
+    rows: list[tuple[str, str, bool]] = []
+    for name in ("queue first page", "history page 1"):
+        rows.append((f"{name} >= 40% of fortunes req/s", f"{fig[name].rps / fortunes:.0%}",
+                     fig[name].rps >= 0.4 * fortunes))
+    for first, prefix in (("queue first page", "queue deep page"), ("history page 1", "history page ")):
+        deep = next(f for n, f in fig.items() if n.startswith(prefix) and n != first)
+        ratio = deep.p50_ms / fig[first].p50_ms
+        rows.append((f"{deep.name} p50 within 1.3x of first", f"{ratio:.2f}x", ratio <= 1.3))
+    review = next(f for n, f in fig.items() if n.startswith("review page"))
+    rows.append(("review page p99 < 100 ms", f"{review.p99_ms:.0f} ms", review.p99_ms < 100))
+    overhead = res.checks["decide_overhead_p50_ms"]
+    rows.append(("decide overhead p50 < 15 ms", f"{overhead:.1f} ms", overhead < 15))
+    hooks = res.figures["webhook burst (20% duplicates)"]
+    rows.append(("webhooks >= 500/s, none lost, dups dropped",
+                 f"{hooks.rps:.0f}/s, {'ok' if res.checks['webhooks']['ok'] else 'MISMATCH'}",
+                 hooks.rps >= 500 and res.checks["webhooks"]["ok"] and hooks.errors == 0))
+    export = res.checks["export"]
+    rows.append(("export >= 50k rows/s, peak RSS < 150 MB",
+                 f"{export['rows_per_s']:,.0f} rows/s, {export['peak_rss_mb']:.0f} MB",
+                 export["rows_per_s"] >= 50_000 and export["peak_rss_mb"] < 150))
+    metrics = fig["metrics page"]
+    rows.append(("metrics page < 300 ms (p50)", f"{metrics.p50_ms:.0f} ms", metrics.p50_ms < 300))
+    return rows
+
+
+def print_budgets(res: Results) -> None:
+    print(f"\n### Budgets ({res.db})\n\n| budget | measured | met |\n|---|---|---|")
+    for name, measured, met in budgets(res):
+        print(f"| {name} | {measured} | {'yes' if met else '**no**'} |")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def run_database(db_name: str, url: str, scale: Scale, cases: set[str]) -> Results:
+    res = Results(db_name)
+    sandbox = Sandbox()
+    try:
+        res.seeding = seed(url, decisions=scale.decisions, pending=scale.pending, sandbox_url=sandbox.url)
+        round_id = seed_review_task(url)
+        print(f"\n## {db_name}: seeded in {res.seeding['seconds']} s "
+              f"(search indexes {res.seeding['search_index_seconds']} s): {res.seeding}", flush=True)
+        port = free_port()
+        public = f"http://127.0.0.1:{port}"
+        env = {"REVIEWAPP_SECRET_KEY": SECRET_KEY, "REVIEWAPP_DATABASE_URL": url, "REVIEWAPP_PUBLIC_URL": public}
+        app = bench_app(url, PUBLIC_URL=public)
+        with gunicorn(env, port=port) as server:
+            _drive(res, server, app, sandbox, scale, round_id, cases)
+        if "export" in cases:
+            case_export(res, env)
+    finally:
+        sandbox.close()
+    print_table(f"{db_name}: baselines", list(res.baselines.values()), res.baselines)
+    print_table(f"{db_name}: cases", list(res.figures.values()), res.baselines)
+    if cases == ALL_CASES:
+        print_budgets(res)
+    return res
+
+
+def _drive(res: Results, server: Server, app: Any, sandbox: Sandbox, scale: Scale, round_id: int,
+           cases: set[str]) -> None:
+    url = server.url
+    reviewer = cookie_header(login(url, "reviewer1", BENCH_PASSWORD))
+    lead = cookie_header(login(url, "lead", BENCH_PASSWORD))
+    baselines(res, url, scale)
+    if "queue" in cases:
+        case_queue(res, url, reviewer, app, scale)
+    if "review" in cases:
+        case_review(res, url, reviewer, round_id, scale)
+    if "decide" in cases:
+        case_decide(res, url, app, sandbox, scale)
+    if "webhooks" in cases:
+        case_webhooks(res, url, app, scale)
+    if "history" in cases:
+        case_history(res, url, lead, app, scale)
+    if "metrics" in cases:
+        case_metrics(res, url, lead, scale)
+
+
+ALL_CASES = {"queue", "review", "decide", "webhooks", "history", "metrics", "export"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    parser.add_argument("--cases", default=",".join(sorted(ALL_CASES)),
+                        help="comma-separated subset of: " + ", ".join(sorted(ALL_CASES)))
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    cases = set(args.cases.split(","))
+    if not cases <= ALL_CASES:
+        parser.error(f"unknown case(s): {', '.join(sorted(cases - ALL_CASES))}")
+    scale = SCALES[args.scale]
+    urls = {"sqlite": SQLITE_URL, "postgres": POSTGRES_URL}
+    chosen = list(urls) if args.db == "both" else [args.db]
+    started = time.perf_counter()
+    print(f"# reviewapp bench: scale {args.scale} {scale}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    results = [run_database(name, urls[name], scale, cases) for name in chosen]
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""The AMP sandbox as its own process for the bench (so its work is not timed with
+the load client's): ``python -m bench.sandbox_server PORT``. Crew tokens are the bench
+crews' (:func:`bench.seed.crew_token`)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+
+from reviewapp.amp.sandbox import EXAMPLE_CREWS, Sandbox
+
+from .seed import crew_token
+
+
+def main() -> None:
+    port = int(sys.argv[1])
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    sandbox = Sandbox(tokens={name: crew_token(name) for name in EXAMPLE_CREWS}, step_delay=0.0)
+    sandbox.serve("127.0.0.1", port)
+    print(f"sandbox on {sandbox.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait(3600)  # bounded: a forgotten sandbox ends within the hour
+    sandbox.close()
+
+
+if __name__ == "__main__":
+    main()
