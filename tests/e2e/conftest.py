@@ -27,6 +27,15 @@ ARTIFACTS = Path(os.environ.get("REVIEWAPP_ARTIFACTS", Path(__file__).parents[2]
 
 pytestmark = pytest.mark.e2e
 
+# The journeys run with CSRF protection on, as in production. A module that overrides
+# ``app_config`` starts from this mapping.
+E2E_CONFIG = {"WTF_CSRF_ENABLED": True}
+
+
+@pytest.fixture
+def app_config():
+    return dict(E2E_CONFIG)
+
 
 @pytest.fixture(scope="session")
 def browser():
