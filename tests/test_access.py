@@ -95,3 +95,23 @@ def test_every_post_needs_csrf(app, client, login_as, endpoint, method, url):
     response = client.post(url, data={})
     assert response.status_code == 400
     assert b"security token" in response.data
+
+
+def test_nav_marks_only_the_current_section(client, login_as):
+    login_as("lead")
+
+    def main_nav(url: str) -> str:
+        page = client.get(url).get_data(as_text=True)
+        return page.split('<nav class="nav"', 1)[1].split("</nav>", 1)[0]
+
+    nav = main_nav("/audit/metrics")
+    assert nav.count('aria-current="page"') == 1 and 'aria-current="page">Metrics<' in nav
+    assert 'aria-current="page">History<' in main_nav("/audit/events")
+
+
+def test_lead_sees_deliveries_reviewer_does_not(client, login_as, app):
+    login_as("lead")
+    assert ">Deliveries<" in client.get("/").get_data(as_text=True)
+    other = app.test_client()
+    other.post("/login", data={"username": login_as("reviewer").username, "password": "correct horse battery"})
+    assert ">Deliveries<" not in other.get("/").get_data(as_text=True)
