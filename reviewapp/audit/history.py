@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, or_, select
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
@@ -39,6 +39,19 @@ def _last_http_status() -> Any:
         .correlate(ResumeJob)
         .scalar_subquery()
     )
+
+
+def _resume_calls() -> Any:
+    """How many times the decision was sent to AMP: its logged ``/resume`` calls (None
+    without a job). Not ``ResumeJob.attempts``: that counts only the failed tries (it
+    drives the backoff), so a job delivered at the first try has 0 there."""
+    calls = (
+        select(func.count(ResumeAttempt.id))
+        .where(ResumeAttempt.job_id == ResumeJob.id, ResumeAttempt.kind == "resume")
+        .correlate(ResumeJob)
+        .scalar_subquery()
+    )
+    return case((ResumeJob.id.is_(None), None), else_=calls)
 
 
 def _search(q: str) -> ColumnElement:
@@ -87,7 +100,7 @@ def history_statement(filters: HistoryFilters) -> Select:
             ReviewRound.received_at,
             ResumeJob.state.label("job_state"),
             ResumeJob.outcome.label("job_outcome"),
-            ResumeJob.attempts.label("attempts"),
+            _resume_calls().label("attempts"),
             _last_http_status().label("last_http_status"),
         )
         .select_from(Decision)
