@@ -199,7 +199,7 @@ def _resume_in_flight(execution: Execution) -> bool:
 def _waiting(execution: Execution, status: StatusResult) -> None:
     """AMP waits for human input. A pending round for that task is what it waits for;
     otherwise the notification was lost (unless our own resume is still on its way)."""
-    notice = _notice_from_status(execution, status.raw)
+    notice = notice_from_status(execution, status.raw)
     pending = _pending_tasks(execution)
     if pending and (notice is None or notice.task_id in pending):
         execution.status = ExecutionStatus.PENDING_REVIEW
@@ -232,7 +232,7 @@ def _latest_event_kind(execution: Execution) -> str | None:
     )
 
 
-def _notice_from_status(execution: Execution, raw: dict[str, Any]) -> HumanInputNotice | None:
+def notice_from_status(execution: Execution, raw: dict[str, Any]) -> HumanInputNotice | None:
     """Task id and output from a status body, where AMP put them (tolerantly)."""
     last_step = raw.get("last_step")
     step: dict[str, Any] = last_step if isinstance(last_step, dict) else {}

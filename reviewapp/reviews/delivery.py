@@ -356,7 +356,7 @@ def _after_status_check(job_id: int, worker_id: str, check: CallOutcome) -> bool
 def _apply_status(job: ResumeJob, check: CallOutcome, now: datetime) -> bool:
     if check.result == "ok":
         state = check.value.state
-        if state == "waiting" and not _moved_on(job):
+        if state == "waiting" and not _moved_on(job) and not _paused_elsewhere(job, check):
             job.needs_status_check = False
             return True
         if state == "unknown":
@@ -388,6 +388,19 @@ def _moved_on(job: ResumeJob) -> bool:
             )
         )
     )
+
+
+def _paused_elsewhere(job: ResumeJob, check: CallOutcome) -> bool:
+    """The status shows AMP waiting on a different output (or task) than the one decided:
+    the resume was applied and the crew has paused again before its notification came.
+    Sending again would make the crew redo the task twice."""
+    from ..amp.sync import notice_from_status
+
+    round_ = job.decision.round
+    notice = notice_from_status(round_.execution, check.value.raw)
+    if notice is None:
+        return False
+    return notice.task_id != round_.task_id or notice.output.strip() != round_.output.strip()
 
 
 def _expected_outcome(job: ResumeJob) -> str:

@@ -278,6 +278,32 @@ def test_unclear_attempt_that_never_arrived_is_sent_again(app, monkeypatch, sand
     assert [a.result for a in attempts_for(app, job_id)] == ["ambiguous", "status:waiting", "ok"]
 
 
+def test_unclear_revision_applied_and_paused_again_is_not_sent_twice(
+    app, monkeypatch, sandbox, sandbox_round, make_user
+):
+    """AMP applied the revision, re-ran the task and paused again, but its notification
+    has not reached us: the status shows a different output waiting, so no resend."""
+    rid = sandbox_round("research")
+    make_user("quiet", "reviewer")
+    job_id = decide_quietly(app, rid, is_approve=False, feedback="Add sources.")
+    real_resume = amp_client.AmpClient.resume
+
+    def applied_then_lost(self, body):
+        real_resume(self, body)
+        raise amp_client.AmpAmbiguous("read timed out after sending")
+
+    sandbox.set_fault("drop_webhooks")
+    monkeypatch.setattr(amp_client.AmpClient, "resume", applied_then_lost)
+    assert work(app, later=False) == 1
+    assert sandbox.wait_idle(10)
+    monkeypatch.setattr(amp_client.AmpClient, "resume", real_resume)
+    assert work(app) == 1
+    done = job(app, job_id)
+    assert (done.state, done.outcome) == (JobState.SUCCEEDED, "retrying")
+    assert "not sent again" in done.last_error
+    assert len(applied(sandbox)) == 1
+
+
 def test_400_not_pending_makes_job_and_round_stale(app, client, login_as, sandbox, sandbox_round):
     login_as("reviewer")
     rid, location = faulted_decision(client, sandbox, sandbox_round, "400")
