@@ -61,6 +61,7 @@ def test_lead_audits_history_timeline_and_export(make_user, new_page, decided, s
     [row] = history_rows(page).all()
     assert "rita" in row.inner_text() and REVISE_FEEDBACK in row.locator(".feedback").inner_text()
     assert "succeeded" in row.inner_text() and "retrying" in row.inner_text()
+    assert "HTTP 200 · 1 attempt" in row.inner_text()
     screenshot(page, "history-filtered")
 
     with page.expect_download() as download:
@@ -77,6 +78,7 @@ def test_lead_audits_history_timeline_and_export(make_user, new_page, decided, s
     assert exported["feedback"] == "'" + REVISE_FEEDBACK  # shown as text, never run
     assert (exported["resume_state"], exported["resume_outcome"]) == ("succeeded", "retrying")
     assert exported["execution_id"] == str(decided)
+    assert (exported["last_http_status"], exported["attempts"]) == ("200", "1")
 
     row.get_by_role("link", name=f"#{decided}").click()
     page.wait_for_url(re.compile(rf"/audit/executions/{decided}$"))
