@@ -25,6 +25,7 @@ from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import ClientDisconnected
 
 from ..access import public
+from ..audit.services import record_security_event
 from ..extensions import csrf, db
 from ..models import Crew, WebhookKind
 from .crews import get_crew
@@ -156,12 +157,20 @@ def _process(crew: Crew, kind: WebhookKind, payload: dict[str, Any], text: str) 
     return {"status": outcome}
 
 
-def _store_rejection(crew: Crew | None, kind: WebhookKind, error: str, payload: str | None) -> None:
-    """Record a delivery we did not accept; a database failure here is only logged."""
+def _store_rejection(
+    crew: Crew | None, kind: WebhookKind, error: str, payload: str | None, *, auth_failure: bool = False
+) -> None:
+    """Record a delivery we did not accept (and, for a wrong secret, a security event in
+    the audit log); a database failure here is only logged."""
     try:
         db.session.rollback()
         record_delivery(crew, kind, outcome="rejected", error=error, payload=payload,
                         source_ip=request.remote_addr)
+        if auth_failure and crew is not None:
+            record_security_event(
+                "webhook_auth_failed", target_type="crew", target_id=crew.id,
+                target_name=crew.name, details={"receiver": kind.value}, commit=False,
+            )
         db.session.commit()
     except Exception:
         log.exception("could not record a rejected webhook delivery")
@@ -171,7 +180,8 @@ def _store_rejection(crew: Crew | None, kind: WebhookKind, error: str, payload: 
 def _refusal(exc: Refused, crew: Crew | None, kind: WebhookKind, text: str | None) -> Any:
     log.warning("webhook refused: crew=%r kind=%s status=%s reason=%r ip=%r",
                 crew.name if crew else None, kind.value, exc.status, exc.message, request.remote_addr)
-    _store_rejection(crew, kind, f"{exc.status}: {exc.message}", text if exc.keep_payload else None)
+    _store_rejection(crew, kind, f"{exc.status}: {exc.message}", text if exc.keep_payload else None,
+                     auth_failure=exc.status == 401)
     return jsonify(error=exc.title, message=exc.message), exc.status
 
 

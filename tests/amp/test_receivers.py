@@ -7,6 +7,7 @@ import base64
 import json
 
 import pytest
+from sqlalchemy import select
 
 from reviewapp.extensions import db
 from reviewapp.models import (
@@ -142,6 +143,11 @@ def test_wrong_or_missing_secret_is_401(app, research, hook, client, kind):
         assert [d.outcome for d in rows] == ["rejected", "rejected"]
         assert all(d.payload is None for d in rows)  # unauthenticated payloads are not kept
         assert count(ReviewRound) == 0
+        events = db.session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "webhook_auth_failed")
+        ).all()
+        assert [(e.target_name, e.details["receiver"]) for e in events] == [(research, kind.replace("-", "_"))] * 2
+        assert all("wrong-secret" not in str(e.details) for e in events)
 
 
 def test_another_crews_secret_is_refused(crew, hook, secret_of):
