@@ -57,6 +57,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def reset_peak_rss(pid: int) -> None:
+    """Start VmHWM over from the current RSS (Linux: ``echo 5 > /proc/<pid>/clear_refs``),
+    so a peak reached earlier (argon2 at login takes 64 MiB) does not hide the export's."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 @contextmanager
 def gunicorn(env: dict[str, str], *, workers: int = 2, threads: int = 4, port: int | None = None) -> Iterator[Server]:
     """Serve bench.benchapp:app on 127.0.0.1:<port or a free one>; yields the server."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import nh3
@@ -68,9 +69,25 @@ def sanitise_html(html: str) -> str:
     )
 
 
+# Rendering is pure and outputs never change, so each process keeps the HTML of the
+# last few large outputs (a 200 KB output takes ~0.5 s to render, ~0 s to look up).
+RENDER_CACHE_MIN_CHARS = 16 * 1024
+RENDER_CACHE_ENTRIES = 16
+
+
 def render_markdown(text: str) -> Markup:
     """Safe HTML for untrusted Markdown (the only place ``Markup`` wraps agent output)."""
-    return Markup(sanitise_html(_MD.render(text)))  # noqa: S704 - sanitised by nh3 just above
+    html = _cached_html(text) if len(text) >= RENDER_CACHE_MIN_CHARS else _safe_html(text)
+    return Markup(html)  # noqa: S704 - sanitised by nh3 in _safe_html
+
+
+def _safe_html(text: str) -> str:
+    return sanitise_html(_MD.render(text))
+
+
+@lru_cache(maxsize=RENDER_CACHE_ENTRIES)
+def _cached_html(text: str) -> str:
+    return _safe_html(text)
 
 
 def is_large(text: str) -> bool:

@@ -1,0 +1,53 @@
+"""The bench still runs: seeding plus one case (webhook ingestion) at a trivial scale,
+on SQLite, served in-process (no gunicorn, no wrk). Not a timing test."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from bench import run
+from bench.seed import bench_app, seed, seed_review_task
+from reviewapp.amp.serving import BackgroundServer
+from reviewapp.extensions import db
+from reviewapp.models import Decision, ReviewRound, RoundState
+
+
+@pytest.fixture
+def bench_db(tmp_path):
+    url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
+    summary = seed(url, decisions=40, pending=12, output_bytes=512)
+    return url, summary
+
+
+def test_seed_fills_the_database(bench_db):
+    url, summary = bench_db
+    round_id = seed_review_task(url, output_bytes=4000, earlier=5)
+    app = bench_app(url)
+    with app.app_context():
+        assert summary["decisions"] == 40
+        assert db.session.scalar(select(func.count()).select_from(Decision)) == 40 + 5
+        pending = select(func.count()).select_from(ReviewRound).where(ReviewRound.state == RoundState.PENDING)
+        assert db.session.scalar(pending) == 12 + 1
+        task = db.session.get(ReviewRound, round_id)
+        assert task.round_number == 6 and task.state is RoundState.PENDING
+        assert len(task.output) > 3000
+
+
+def test_webhook_case_runs_and_verifies_storage(bench_db):
+    url, _ = bench_db
+    app = bench_app(url)
+    server = BackgroundServer(app).start()
+    try:
+        app.config["PUBLIC_URL"] = server.url
+        res = run.Results("sqlite")
+        scale = run.Scale(decisions=40, pending=12, seconds=1, decides=2, hooks=25, metric_calls=1)
+        run.case_webhooks(res, server.url, app, scale)
+    finally:
+        server.stop()
+    checks = res.checks["webhooks"]
+    assert checks["sent"] == 25 and checks["unique"] == 20
+    assert checks["rounds"] == 20 and checks["accepted"] == 20 and checks["duplicate"] == 5
+    assert checks["ok"] is True
+    figure = res.figures["webhook burst (20% duplicates)"]
+    assert figure.errors == 0 and figure.requests == 25 and figure.rps > 0
