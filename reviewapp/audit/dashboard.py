@@ -31,12 +31,12 @@ class Dashboard:
 
 
 def format_seconds(seconds: float | None) -> str:
-    """3 s, 4 min 10 s, 2 h 05 min, 3 d 4 h."""
+    """0.5 s, 3 s, 4 min 10 s, 2 h 05 min, 3 d 4 h (under a minute: at most one decimal)."""
     if seconds is None:
         return "—"
     whole = int(round(seconds))
     if whole < 60:
-        return f"{seconds:g} s" if seconds != whole else f"{whole} s"
+        return f"{round(seconds, 1):g} s"
     minutes, secs = divmod(whole, 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"
