@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from .extensions import db
+from .extensions import Model
 
 
 def utcnow() -> datetime:
@@ -89,7 +89,7 @@ class Role(enum.Enum):
         return self.value.capitalize()
 
 
-class User(db.Model):
+class User(Model):
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -129,7 +129,7 @@ class User(db.Model):
         return f"<User {self.username} {self.role.value}>"
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Model):
     """Append-only log of account and review events. Never updated or deleted."""
 
     __tablename__ = "audit_events"
@@ -171,7 +171,7 @@ def _audit_is_append_only(mapper: Any, connection: Any, target: AuditEvent) -> N
     raise AppendOnlyError("audit events are append-only")
 
 
-class LoginThrottle(db.Model):
+class LoginThrottle(Model):
     """Failed-login counters shared by all processes (keyed by account or client address)."""
 
     __tablename__ = "login_throttles"
@@ -182,7 +182,7 @@ class LoginThrottle(db.Model):
     locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
-class RevokedSession(db.Model):
+class RevokedSession(Model):
     """Sessions ended by logout. A copied cookie of a logged-out session stays dead
     until its absolute lifetime would have run out anyway (then the row is pruned)."""
 
@@ -195,7 +195,7 @@ class RevokedSession(db.Model):
 # --------------------------------------------------------------------------- AMP
 
 
-class Crew(db.Model):
+class Crew(Model):
     """A CrewAI AMP deployment reviewapp talks to."""
 
     __tablename__ = "crews"
@@ -227,7 +227,7 @@ class ExecutionStatus(enum.Enum):
         return self in (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED)
 
 
-class Execution(db.Model):
+class Execution(Model):
     __tablename__ = "executions"
     __table_args__ = (
         UniqueConstraint("crew_id", "kickoff_id"),
@@ -264,7 +264,7 @@ class Execution(db.Model):
     )
 
 
-class ExecutionEvent(db.Model):
+class ExecutionEvent(Model):
     """Timeline entries: kickoff, status changes, completion, failure, stale marks."""
 
     __tablename__ = "execution_events"
@@ -288,7 +288,7 @@ class WebhookKind(enum.Enum):
     CREW = "crew"
 
 
-class WebhookDelivery(db.Model):
+class WebhookDelivery(Model):
     """Every delivery to a receiver, raw payload kept (untrusted, never rendered unescaped)."""
 
     __tablename__ = "webhook_deliveries"
@@ -312,7 +312,7 @@ class RoundState(enum.Enum):
     STALE = "stale"
 
 
-class ReviewRound(db.Model):
+class ReviewRound(Model):
     """One human-input notification: a task output waiting for (or given) a decision."""
 
     __tablename__ = "review_rounds"
@@ -348,7 +348,7 @@ class ReviewRound(db.Model):
     decision: Mapped[Decision | None] = relationship(back_populates="round", uselist=False)
 
 
-class Decision(db.Model):
+class Decision(Model):
     """A reviewer's verdict on a round. Exactly one per round; never updated."""
 
     __tablename__ = "decisions"
@@ -409,7 +409,7 @@ class JobState(enum.Enum):
     DISMISSED = "dismissed"  # a lead/admin gave up on it
 
 
-class ResumeJob(db.Model):
+class ResumeJob(Model):
     """The durable outbox entry for one decision's ``POST /resume``."""
 
     __tablename__ = "resume_jobs"
@@ -440,7 +440,7 @@ class ResumeJob(db.Model):
     )
 
 
-class ResumeAttempt(db.Model):
+class ResumeAttempt(Model):
     __tablename__ = "resume_attempts"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -101,7 +101,7 @@ def stacked_columns(
     chart.texts.append(Text(plot_left - 6, baseline, "0", "end"))
     for i, category in enumerate(categories):
         x = plot_left + i * slot + (slot - bar) / 2
-        y = baseline
+        y = float(baseline)
         for s in series:
             value = s.values[i]
             if value <= 0:

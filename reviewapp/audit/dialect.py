@@ -7,11 +7,13 @@ the package builds portable ``select()`` statements.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Date,
     Float,
+    SQLColumnExpression,
     and_,
     cast,
     extract,
@@ -24,7 +26,8 @@ from sqlalchemy import (
 from ..extensions import db
 from ..models import SEARCH_CONFIG, SEARCH_PREFIX_CHARS
 
-_Column = ColumnElement
+# A column or ORM attribute (Decision.created_at) used in an SQL expression.
+_Column = SQLColumnExpression[Any]
 
 MAX_SEARCH_WORDS = 8
 _WORD = re.compile(r"\w+", re.UNICODE)

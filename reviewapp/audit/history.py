@@ -131,9 +131,9 @@ def history_in_order(filters: HistoryFilters) -> Iterator[Any]:
 
 
 def crew_choices() -> list[tuple[int, str]]:
-    return [tuple(row) for row in db.session.execute(select(Crew.id, Crew.name).order_by(Crew.name))]
+    return [(row.id, row.name) for row in db.session.execute(select(Crew.id, Crew.name).order_by(Crew.name))]
 
 
 def reviewer_choices() -> list[tuple[int, str]]:
     rows = db.session.execute(select(User.id, User.username).order_by(User.username))
-    return [tuple(row) for row in rows]
+    return [(row.id, row.username) for row in rows]

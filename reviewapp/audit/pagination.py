@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, literal, tuple_
+from sqlalchemy import Select, SQLColumnExpression, literal, tuple_
 
 from ..extensions import db
 from ..models import UtcDateTime
@@ -74,8 +74,8 @@ def _position(cursor: Cursor) -> Any:
 
 def keyset_page(
     stmt: Select,
-    created: ColumnElement,
-    ident: ColumnElement,
+    created: SQLColumnExpression[Any],
+    ident: SQLColumnExpression[Any],
     *,
     after: Cursor | None = None,
     before: Cursor | None = None,

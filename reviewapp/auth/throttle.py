@@ -35,6 +35,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy import insert as insert_row
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -247,7 +248,7 @@ def _insert_if_absent(key: str, now: datetime) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
     try:
         with db.session.begin_nested():
-            db.session.execute(LoginThrottle.__table__.insert().values(**values))
+            db.session.execute(insert_row(LoginThrottle).values(**values))
     except IntegrityError:
         return False
     return True

@@ -22,7 +22,7 @@ class DecisionForm(FlaskForm):
         self.reason.choices = [("", "— none —")] + [(code, code) for code in reasons]
         return self
 
-    def validate(self, extra_validators=None) -> bool:  # type: ignore[override]
+    def validate(self, extra_validators=None) -> bool:
         if not super().validate(extra_validators):
             return False
         if bool(self.approve.data) == bool(self.revise.data):

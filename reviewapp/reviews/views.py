@@ -76,7 +76,7 @@ def _round_or_404(round_id: int) -> ReviewRound:
 
 def _decision_or_404(decision_id: int) -> Decision:
     decision = _found(services.get_decision(decision_id), "No such decision.")
-    if not services.may_view_decision(decision, current_user):  # type: ignore[arg-type]
+    if not services.may_view_decision(decision, current_user):
         abort_with(403, "Only the reviewer who made this decision, or a lead, can open it.")
     return decision
 
@@ -139,7 +139,7 @@ def queue():
 def review_next():
     _require_post_form()
     filters = _filters_from_request()
-    round_ = services.review_next(current_user, filters)  # type: ignore[arg-type]
+    round_ = services.review_next(current_user, filters)
     db.session.commit()
     if round_ is None:
         flash("Nothing left to review that you can take right now.", "info")
@@ -177,7 +177,7 @@ def _output_view(round_: ReviewRound) -> tuple[str, Any]:
 def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) -> Any:
     earlier = services.earlier_rounds(round_)
     view, rendered = _output_view(round_)
-    claim = services.claim_status(round_, current_user)  # type: ignore[arg-type]
+    claim = services.claim_status(round_, current_user)
     feedback = form.feedback.data or ""
     page = render_template(
         "reviews/review.html",
@@ -220,7 +220,7 @@ def review(round_id: int):
     """Opening a pending round claims it (a time-limited soft lock, extended by the page)."""
     round_ = _round_or_404(round_id)
     if round_.state is RoundState.PENDING:
-        services.claim_round(round_, current_user)  # type: ignore[arg-type]
+        services.claim_round(round_, current_user)
         db.session.commit()
     return _review_page(round_, _decision_form())
 
@@ -240,10 +240,10 @@ def heartbeat(round_id: int):
     if round_ is None:
         return jsonify(error="Not Found", message="No such review round."), 404
     if round_.state is RoundState.PENDING:
-        status = services.claim_round(round_, current_user)  # type: ignore[arg-type]
+        status = services.claim_round(round_, current_user)
         db.session.commit()
     else:
-        status = services.claim_status(round_, current_user)  # type: ignore[arg-type]
+        status = services.claim_status(round_, current_user)
     return jsonify(status.as_json())
 
 
@@ -253,7 +253,7 @@ def take_over(round_id: int):
     _require_post_form()
     round_ = _round_or_404(round_id)
     try:
-        services.take_over(round_, current_user)  # type: ignore[arg-type]
+        services.take_over(round_, current_user)
     except services.ReviewError as exc:
         db.session.rollback()
         flash(str(exc), "error")
@@ -267,7 +267,7 @@ def take_over(round_id: int):
 def release(round_id: int):
     _require_post_form()
     round_ = _round_or_404(round_id)
-    if services.release_claim(round_, current_user):  # type: ignore[arg-type]
+    if services.release_claim(round_, current_user):
         flash("Released: someone else can take this round now.", "info")
     db.session.commit()
     return redirect(url_for("reviews.queue"))
@@ -282,7 +282,7 @@ def decide(round_id: int):
     try:
         decision = services.submit_decision(
             round_,
-            current_user,  # type: ignore[arg-type]
+            current_user,
             is_approve=form.is_approve,
             feedback=form.feedback.data or "",
             reason_code=form.reason.data or None,
@@ -325,7 +325,7 @@ def _conflict_page(round_: ReviewRound, message: str, form: DecisionForm) -> Any
         typed_feedback=services.normalise_feedback(form.feedback.data),
         typed_action="Approve" if form.is_approve else "Request revision",
         typed_reason=form.reason.data or None,
-        claim=services.claim_status(round_, current_user),  # type: ignore[arg-type]
+        claim=services.claim_status(round_, current_user),
         is_lead=current_user.has_role(Role.LEAD),
         action=EmptyForm(),
     ), 409
@@ -357,7 +357,7 @@ def decision_status(decision_id: int):
     decision = services.get_decision(decision_id)
     if decision is None or decision.job is None:
         return jsonify(error="Not Found", message="No such decision."), 404
-    if not services.may_view_decision(decision, current_user):  # type: ignore[arg-type]
+    if not services.may_view_decision(decision, current_user):
         return jsonify(error="Forbidden", message="Not your decision."), 403
     return jsonify(delivery.describe(decision.job).as_json())
 
