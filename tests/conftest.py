@@ -15,13 +15,35 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from reviewapp import create_app
 from reviewapp.extensions import db
 
 pytest_plugins = ["tests.servers"]
 
-TEST_DATABASE_URL = os.environ.get("REVIEWAPP_TEST_DATABASE_URL", "").strip()
+
+
+def _per_worker_database(url: str) -> str:
+    """Under pytest-xdist each worker gets its own PostgreSQL database (``<name>_gw0``, ...),
+    created on first use, so workers never wipe each other's rows."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker or not url.startswith("postgresql"):
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            found = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if found.scalar() is None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+TEST_DATABASE_URL = _per_worker_database(os.environ.get("REVIEWAPP_TEST_DATABASE_URL", "").strip())
 PASSWORD = "correct horse battery"
 
 
