@@ -8,6 +8,7 @@ import csv
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from reviewapp.audit.export import COLUMNS
 from tests.conftest import PASSWORD
@@ -51,7 +52,7 @@ def test_lead_audits_history_timeline_and_export(make_user, new_page, decided, s
     ui_login(page, "lena", PASSWORD)
     page.get_by_role("link", name="History").click()
     page.get_by_role("heading", name="Decision history").wait_for()
-    assert history_rows(page).count() == 3
+    expect(history_rows(page)).to_have_count(3)
     screenshot(page, "history")
 
     page.get_by_label("Reviewer").select_option(label="rita")
@@ -95,6 +96,6 @@ def test_lead_audits_history_timeline_and_export(make_user, new_page, decided, s
 
     page.get_by_role("link", name="Metrics").click()
     page.get_by_role("heading", name="Review metrics").wait_for()
-    assert page.locator(".panel").count() > 0
+    expect(page.locator(".panel").first).to_be_visible()
     screenshot(page, "metrics")
     assert_clean(watch)

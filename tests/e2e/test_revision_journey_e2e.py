@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import E2E_CONFIG, ui_login
@@ -55,7 +56,7 @@ def test_revise_then_approve_round_two(app, sandbox, sandbox_crew, make_user, ne
     ui_login(page, "rita", PASSWORD)
     page.get_by_role("link", name="Queue").click()
     row = page.locator("table.queue tbody tr", has_text="research_task")
-    assert row.count() == 1
+    expect(row).to_have_count(1)
     assert "Research notes on heat pumps" in row.locator("td.snippet").inner_text()
     screenshot(page, "queue")
 

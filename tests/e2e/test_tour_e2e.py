@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import PASSWORD
 from tests.e2e.conftest import ui_login
@@ -35,8 +36,7 @@ def test_admin_tour_of_every_page(make_user, new_page, sandbox_round, screenshot
     assert [label for label in labels if label in EXPECTED_NAV] == EXPECTED_NAV
     for label in labels:
         nav.get_by_role("link", name=label, exact=True).click()
-        page.wait_for_load_state()
-        assert nav.locator("[aria-current=page]").all_inner_texts() == [label]
+        expect(nav.locator("[aria-current=page]")).to_have_text([label])
         screenshot(page, slug(label))
 
     page.get_by_role("link", name="Crews", exact=True).click()
@@ -45,7 +45,7 @@ def test_admin_tour_of_every_page(make_user, new_page, sandbox_round, screenshot
     screenshot(page, "crew-page")
 
     page.get_by_role("link", name="Accounts", exact=True).click()
-    assert page.get_by_role("link", name="rita").count() == 1
+    expect(page.get_by_role("link", name="rita")).to_have_count(1)
 
     page.get_by_role("link", name="History", exact=True).click()
     page.get_by_role("link", name="Account events").click()
