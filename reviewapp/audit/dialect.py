@@ -14,13 +14,16 @@ from sqlalchemy import (
     Date,
     Float,
     SQLColumnExpression,
+    String,
     and_,
+    case,
     cast,
     extract,
     false,
     func,
     literal_column,
     text,
+    type_coerce,
 )
 
 from ..extensions import db
@@ -47,6 +50,27 @@ def utc_day(column: _Column) -> ColumnElement:
     if is_postgres():
         return cast(func.timezone("UTC", column), Date)
     return func.date(column)
+
+
+def _text(expression: Any) -> ColumnElement:
+    return type_coerce(expression, String)
+
+
+def iso_utc(column: _Column) -> ColumnElement:
+    """A timestamp column as ``datetime.isoformat()`` writes a UTC time, computed by the
+    database: ``2025-03-03T09:05:00+00:00``, ``.ffffff`` before the offset only when
+    the microseconds are not zero."""
+    if is_postgres():
+        utc = func.timezone("UTC", column)
+        micros = case((func.date_trunc("second", utc) == utc, ""), else_=_text(func.to_char(utc, ".US")))
+        return _text(func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')) + micros + "+00:00"
+    # SQLite keeps UTC times as 'YYYY-MM-DD HH:MM:SS.ffffff' text (see models.UtcDateTime)
+    stored = _text(column)
+    fraction = _text(func.substr(stored, 20))
+    return (
+        _text(func.substr(stored, 1, 10)) + "T" + _text(func.substr(stored, 12, 8))
+        + case((fraction.in_(("", ".000000")), ""), else_=fraction) + "+00:00"
+    )
 
 
 def roomy_sorts(megabytes: int = 64) -> None:

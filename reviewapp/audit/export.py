@@ -1,10 +1,17 @@
 """CSV and JSON Lines export of the filtered history, streamed with flat memory.
 
-Rows come from a server-side cursor (``yield_per``) and leave in small text chunks, so
-a million decisions never sit in memory at once. CSV cells that a spreadsheet would
-run as a formula (starting with ``= + - @``, tab or carriage return) get a leading
-``'``. JSON Lines keeps the exact values (it is read by programs, not spreadsheets).
-Nothing secret is in a history row: no tokens, no resume bodies, no response bodies.
+The export has its own statement (:func:`export_statement`): the history page's rows
+and filters, but only the exported columns, already in their final form (ISO times,
+``approve``/``revise``, state names), fetched as plain Core rows in blocks of
+EXPORT_BATCH from a server-side cursor on PostgreSQL. The ``/resume`` call count and
+the last HTTP status come from one grouped pass over the attempts (joined, not a
+subquery per row). Each block leaves as one text chunk.
+
+CSV cells that a spreadsheet would run as a formula (starting with ``= + - @``, tab or
+carriage return) get a leading ``'``; the database does it (:func:`_neutralised`), so
+the CSV writer gets each block as it comes. JSON Lines keeps the exact values (it is
+read by programs, not spreadsheets). Nothing secret is in a history row: no tokens, no
+resume bodies, no response bodies.
 """
 
 from __future__ import annotations
@@ -12,10 +19,27 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Iterator
-from datetime import datetime
-from itertools import islice
+from collections.abc import Iterator, Sequence
 from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    case,
+    func,
+    literal,
+    select,
+    type_coerce,
+)
+from sqlalchemy.orm import aliased
+
+from ..extensions import db
+from ..models import Crew, Decision, Execution, ResumeAttempt, ResumeJob, ReviewRound, User
+from .dialect import is_postgres, iso_utc
+from .filters import HistoryFilters
+from .history import history_statement
 
 COLUMNS = (
     "decision_id",
@@ -36,55 +60,81 @@ COLUMNS = (
     "attempts",
 )
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-ROWS_PER_CHUNK = 200
+EXPORT_BATCH = 1000  # rows fetched from the cursor, and written, per chunk
 
 
 def neutralise(value: Any) -> Any:
-    """A spreadsheet shows this cell as text, never runs it."""
+    """A spreadsheet shows this cell as text, never runs it (Python twin of
+    :func:`_neutralised`, for single values)."""
     if isinstance(value, str) and value.startswith(FORMULA_STARTS):
         return "'" + value
     return value
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _neutralised(column: Any) -> ColumnElement:
+    """``column`` with a leading ``'`` when it starts like a formula."""
+    text = type_coerce(column, String)
+    return case((func.substr(text, 1, 1).in_(FORMULA_STARTS), literal("'") + text), else_=text)
 
 
-def export_values(row: Any) -> tuple[Any, ...]:
-    """One history row as plain values, in the order of COLUMNS (written out rather
-    than looped over: this runs a million times per export)."""
-    state = row.job_state
+def _attempt_stats() -> Any:
+    """Per resume job: its ``/resume`` calls and its latest attempt's id, in one pass.
+
+    The call count is not ``ResumeJob.attempts``: that counts only the failed tries (it
+    drives the backoff), so a job delivered at the first try has 0 there."""
     return (
-        row.id,
-        _iso(row.created_at),
-        row.reviewer,
-        row.crew,
-        row.execution_id,
-        row.kickoff_id,
-        row.task_id,
-        row.round_number,
-        "approve" if row.is_approve else "revise",
-        row.reason_code,
-        row.feedback,
-        _iso(row.received_at),
-        state.value if state is not None else None,
-        row.job_outcome,
-        row.last_http_status,
-        row.attempts,
+        select(
+            ResumeAttempt.job_id,
+            func.count(case((ResumeAttempt.kind == "resume", 1))).label("calls"),
+            func.max(ResumeAttempt.id).label("last_id"),
+        )
+        .group_by(ResumeAttempt.job_id)
+        .subquery("attempt_stats")
     )
 
 
-def _csv_cells(row: Any) -> list[Any]:
-    return [
-        "'" + value if value.__class__ is str and value.startswith(FORMULA_STARTS) else value
-        for value in export_values(row)
-    ]
+def export_statement(filters: HistoryFilters, *, for_csv: bool) -> Select:
+    """The history rows matching ``filters``, oldest first, one column per COLUMNS entry."""
+    stats = _attempt_stats()
+    last = aliased(ResumeAttempt, name="last_attempt")
+    text = _neutralised if for_csv else (lambda column: column)
+    calls = case((ResumeJob.id.is_(None), None), else_=func.coalesce(stats.c.calls, 0))
+    columns = (
+        Decision.id,
+        iso_utc(Decision.created_at),
+        text(User.username),
+        text(Crew.name),
+        ReviewRound.execution_id,
+        text(Execution.kickoff_id),
+        text(ReviewRound.task_id),
+        ReviewRound.round_number,
+        case((Decision.is_approve, "approve"), else_="revise"),
+        text(Decision.reason_code),
+        text(Decision.feedback),
+        iso_utc(ReviewRound.received_at),
+        type_coerce(ResumeJob.state, String),
+        text(ResumeJob.outcome),
+        last.http_status,
+        type_coerce(calls, Integer),
+    )
+    return (
+        history_statement(filters)
+        .with_only_columns(*columns, maintain_column_froms=False)
+        .outerjoin(stats, stats.c.job_id == ResumeJob.id)
+        .outerjoin(last, last.id == stats.c.last_id)
+        .order_by(Decision.created_at, Decision.id)
+    )
 
 
-def _batches(rows: Iterable[Any], size: int = ROWS_PER_CHUNK) -> Iterator[list[Any]]:
-    iterator = iter(rows)
-    while batch := list(islice(iterator, size)):
-        yield batch
+def export_blocks(filters: HistoryFilters, *, for_csv: bool) -> Iterator[Sequence[Any]]:
+    """Blocks of at most EXPORT_BATCH rows (plain tuples in COLUMNS order).
+
+    A generator: the query runs when iteration starts, i.e. inside the streamed
+    response's own context, not in the view whose session is closed before streaming.
+    On PostgreSQL the rows come from a server-side cursor."""
+    options = {"stream_results": True, "max_row_buffer": EXPORT_BATCH} if is_postgres() else {}
+    result = db.session.connection().execute(export_statement(filters, for_csv=for_csv), execution_options=options)
+    yield from result.partitions(EXPORT_BATCH)
 
 
 def _drain(buffer: io.StringIO) -> str:
@@ -94,21 +144,22 @@ def _drain(buffer: io.StringIO) -> str:
     return text
 
 
-def csv_stream(rows: Iterable[Any]) -> Iterator[str]:
-    """The header, then one chunk of CSV text per ROWS_PER_CHUNK rows."""
+def csv_stream(filters: HistoryFilters) -> Iterator[str]:
+    """The header, then one chunk of CSV text per block of rows."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(COLUMNS)
     yield _drain(buffer)
-    for batch in _batches(rows):
-        writer.writerows(_csv_cells(row) for row in batch)
+    for block in export_blocks(filters, for_csv=True):
+        writer.writerows(block)
         yield _drain(buffer)
 
 
-def jsonl_stream(rows: Iterable[Any]) -> Iterator[str]:
-    """One JSON object per line, one chunk per ROWS_PER_CHUNK rows."""
-    for batch in _batches(rows):
-        yield "".join(
-            json.dumps(dict(zip(COLUMNS, export_values(row), strict=True)), ensure_ascii=False) + "\n"
-            for row in batch
-        )
+def _json_line(values: tuple[Any, ...]) -> str:
+    return json.dumps(dict(zip(COLUMNS, values, strict=True)), ensure_ascii=False) + "\n"
+
+
+def jsonl_stream(filters: HistoryFilters) -> Iterator[str]:
+    """One JSON object per line, one chunk per block of rows (exact values)."""
+    for block in export_blocks(filters, for_csv=False):
+        yield "".join(_json_line(values) for values in block)

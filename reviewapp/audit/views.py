@@ -28,7 +28,7 @@ from .filters import (
     parse_history_filters,
     parse_metric_filters,
 )
-from .history import crew_choices, history_in_order, history_page, reviewer_choices
+from .history import crew_choices, history_page, reviewer_choices
 from .pagination import CursorError, parse_cursors
 from .services import record_event
 from .timeline import build_timeline, load_execution
@@ -88,12 +88,12 @@ def history():
     )
 
 
-def _export(fmt: str, stream: Callable[[Any], Iterator[str]], mimetype: str) -> Response:
+def _export(fmt: str, stream: Callable[[HistoryFilters], Iterator[str]], mimetype: str) -> Response:
     filters = _history_filters()
     record_event("history_exported", actor=current_user, details={"format": fmt, "filters": filters.as_args()})
     db.session.commit()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    response = Response(stream_with_context(stream(history_in_order(filters))), mimetype=mimetype)
+    response = Response(stream_with_context(stream(filters)), mimetype=mimetype)
     response.headers["Content-Disposition"] = f'attachment; filename="reviewapp-history-{stamp}.{fmt}"'
     response.headers["Cache-Control"] = "no-store"
     return response

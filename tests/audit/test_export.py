@@ -9,8 +9,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from reviewapp.audit import history
-from reviewapp.audit.export import COLUMNS, ROWS_PER_CHUNK, neutralise
+from reviewapp.audit import export
+from reviewapp.audit.export import COLUMNS, neutralise
 from reviewapp.extensions import db
 from reviewapp.models import AuditEvent, JobState
 from tests.audit.factories import AuditFactory, at
@@ -109,8 +109,8 @@ def test_export_is_streamed_in_chunks(app, client, login_as, monkeypatch):
     around the request here (unlike the factory fixture), as in production: the
     view's session is closed before streaming starts, and on PostgreSQL the rows come
     from a server-side cursor that must belong to the streaming context."""
-    monkeypatch.setattr(history, "EXPORT_BATCH", 50)
-    count = 2 * ROWS_PER_CHUNK + 10
+    monkeypatch.setattr(export, "EXPORT_BATCH", 50)
+    count = 2 * 50 + 10
     with app.app_context():
         factory = AuditFactory()
         for n in range(count):
@@ -121,7 +121,7 @@ def test_export_is_streamed_in_chunks(app, client, login_as, monkeypatch):
     assert response.is_streamed
     chunks = list(response.response)
     response.close()
-    assert len(chunks) == 1 + 3  # the header, then at most ROWS_PER_CHUNK rows per chunk
+    assert len(chunks) == 1 + 3  # the header, then at most EXPORT_BATCH rows per chunk
     text = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks).decode()
     assert text.count("\r\n") == count + 1
     assert f"row {count - 1}" in text
@@ -149,3 +149,16 @@ def test_an_export_is_itself_audited(client, login_as, two):
 def test_reviewers_cannot_export(client, login_as, url):
     login_as("reviewer")
     assert client.get(url).status_code == 403
+
+
+def test_times_are_written_as_isoformat(client, login_as, factory):
+    """The database formats the times; they read exactly as ``datetime.isoformat()``."""
+    exact = factory.decided(received_at=at(0), wait_minutes=5)
+    fractional = factory.decided(received_at=at(days=1), wait_minutes=5.5 + 0.123456 / 60)
+    factory.commit()
+    expected = [exact.created_at.isoformat(), fractional.created_at.isoformat()]
+    assert expected[1].endswith(".123456+00:00")
+    login_as("lead")
+    assert [r["decided_at"] for r in csv_rows(client.get("/audit/history/export.csv"))] == expected
+    lines = client.get("/audit/history/export.jsonl").get_data(as_text=True).splitlines()
+    assert [json.loads(line)["notified_at"] for line in lines] == [at(0).isoformat(), at(days=1).isoformat()]
