@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..audit.services import record_event
@@ -37,6 +37,12 @@ from .crews import mark_token_broken
 from .webhooks import all_webhooks
 
 SUMMARY_LIMIT = 500
+
+# Tables for the plain (Core) statements of the receivers' hot path.
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
+_ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
+_EVENTS: Table = ExecutionEvent.__table__  # type: ignore[assignment]
+_DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 
 
 class PayloadError(ValueError):
@@ -61,39 +67,39 @@ def record_delivery(
     outcome: str,
     payload: str | None,
     error: str | None = None,
-    execution: Execution | None = None,
+    execution_id: int | None = None,
     source_ip: str | None = None,
-) -> WebhookDelivery:
-    row = WebhookDelivery(
-        crew_id=crew.id if crew is not None else None,
-        execution_id=execution.id if execution is not None else None,
-        kind=kind,
-        outcome=outcome,
-        error=error,
-        source_ip=source_ip,
-        payload=payload,
+) -> None:
+    """One ``WebhookDelivery`` row, inserted at once (a plain INSERT, no unit of work)."""
+    db.session.execute(
+        _DELIVERIES.insert().values(
+            crew_id=crew.id if crew is not None else None,
+            execution_id=execution_id,
+            kind=kind,
+            outcome=outcome,
+            error=error,
+            source_ip=source_ip,
+            payload=payload,
+        )
     )
-    db.session.add(row)
-    return row
 
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _insert_ignoring_conflicts(model: type[Any], values: dict[str, Any]) -> bool:
-    """Insert one row unless it collides with a unique key; True when it was inserted."""
+def _insert_ignoring_conflicts(table: Table, values: dict[str, Any]) -> int | None:
+    """Insert one row unless it collides with a unique key; the new row's id, or None."""
     dialect = db.session.get_bind().dialect.name
     stmt: Any
     if dialect == "postgresql":
-        stmt = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - reviewapp supports SQLite and PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
     # rowcount is not reliable here (psycopg reports -1); RETURNING says what happened.
-    inserted = db.session.execute(stmt.returning(model.__table__.c.id)).first()
-    return inserted is not None
+    return db.session.execute(stmt.returning(table.c.id)).scalar()
 
 
 def _variants(name: str) -> tuple[str, str]:
@@ -147,30 +153,35 @@ def find_execution(crew: Crew, kickoff_id: str) -> Execution | None:
     )
 
 
-def ensure_execution(
-    crew: Crew, kickoff_id: str, *, status: ExecutionStatus, heard_from: str
-) -> tuple[Execution, bool]:
-    """The execution ``kickoff_id`` of ``crew``, created with ``status`` if new."""
+def _new_execution(crew_id: int, kickoff_id: str, status: ExecutionStatus) -> int | None:
+    """Insert the execution unless it exists; its id when this call created it."""
     first_check = _now() + timedelta(seconds=int(current_app.config["STATUS_POLL_MIN_SECONDS"]))
-    created = _insert_ignoring_conflicts(
-        Execution,
+    return _insert_ignoring_conflicts(
+        _EXECUTIONS,
         {
-            "crew_id": crew.id,
+            "crew_id": crew_id,
             "kickoff_id": kickoff_id,
             "status": status,
             "next_status_check_at": first_check,
             "status_check_failures": 0,
         },
     )
+
+
+def _discovered_message(heard_from: str) -> str:
+    return f"First heard of through a {heard_from} notification (not started from reviewapp)."
+
+
+def ensure_execution(
+    crew: Crew, kickoff_id: str, *, status: ExecutionStatus, heard_from: str
+) -> tuple[Execution, bool]:
+    """The execution ``kickoff_id`` of ``crew``, created with ``status`` if new."""
+    created = _new_execution(crew.id, kickoff_id, status) is not None
     execution = find_execution(crew, kickoff_id)
     if execution is None:  # pragma: no cover - the row exists by now
         raise RuntimeError("execution vanished after insert")
     if created and heard_from != "kickoff":
-        record_execution_event(
-            execution,
-            "discovered",
-            f"First heard of through a {heard_from} notification (not started from reviewapp).",
-        )
+        record_execution_event(execution, "discovered", _discovered_message(heard_from))
     return execution, created
 
 
@@ -283,32 +294,80 @@ def parse_human_input(payload: dict[str, Any]) -> HumanInputNotice:
     )
 
 
-def _round_by_output(execution: Execution, task_id: str, digest: str) -> ReviewRound | None:
-    return db.session.scalar(
-        select(ReviewRound).where(
-            ReviewRound.execution_id == execution.id,
-            ReviewRound.task_id == task_id,
-            ReviewRound.output_sha256 == digest,
-        )
-    )
+def _salted(digest: str, round_number: int) -> str:
+    """The digest of a round that repeats an earlier output after a confirmed revision."""
+    return sha256_text(f"{digest}:round-{round_number}")
 
 
-def _next_round_number(execution: Execution, task_id: str) -> int:
-    highest = db.session.scalar(
-        select(func.max(ReviewRound.round_number)).where(
-            ReviewRound.execution_id == execution.id, ReviewRound.task_id == task_id
-        )
-    )
-    return (highest or 0) + 1
+@dataclass(frozen=True)
+class StoredRound:
+    """A review round as a notification left it: new (``created``) or the one it repeats."""
+
+    id: int
+    task_id: str
+    round_number: int
+    state: RoundState
+    created: bool
 
 
-def _latest_round(execution: Execution, task_id: str) -> ReviewRound | None:
-    return db.session.scalar(
-        select(ReviewRound)
-        .where(ReviewRound.execution_id == execution.id, ReviewRound.task_id == task_id)
-        .order_by(ReviewRound.round_number.desc())
-        .limit(1)
-    )
+@dataclass(frozen=True)
+class _RoundFacts:
+    id: int
+    task_id: str
+    round_number: int
+    output_sha256: str
+    state: RoundState
+
+
+@dataclass
+class _ExecutionFacts:
+    """An execution's status and its rounds' small columns, read in one query, plus the
+    timeline entries not inserted yet (they go in together, in order)."""
+
+    id: int
+    status: ExecutionStatus
+    rounds: list[_RoundFacts]
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_event(self, kind: str, message: str, data: dict[str, Any] | None = None) -> None:
+        self.events.append({"execution_id": self.id, "kind": kind, "message": message, "data": data})
+
+    def insert_events(self) -> None:
+        if self.events:
+            now = _now()
+            db.session.execute(_EVENTS.insert(), [{**event, "created_at": now} for event in self.events])
+            self.events = []
+
+
+def _execution_facts(*where: Any) -> _ExecutionFacts | None:
+    rows = db.session.execute(
+        select(_EXECUTIONS.c.id, _EXECUTIONS.c.status, _ROUNDS.c.id, _ROUNDS.c.task_id,
+               _ROUNDS.c.round_number, _ROUNDS.c.output_sha256, _ROUNDS.c.state)
+        .select_from(_EXECUTIONS.outerjoin(_ROUNDS, _ROUNDS.c.execution_id == _EXECUTIONS.c.id))
+        .where(*where)
+    ).all()
+    if not rows:
+        return None
+    rounds = [_RoundFacts(*row[2:]) for row in rows if row[2] is not None]
+    return _ExecutionFacts(id=rows[0][0], status=rows[0][1], rounds=rounds)
+
+
+def _facts_for_notice(crew: Crew, kickoff_id: str) -> _ExecutionFacts:
+    """The execution a human-input notification is about, created (and noted as
+    discovered) when reviewapp has not heard of it."""
+    where = (_EXECUTIONS.c.crew_id == crew.id, _EXECUTIONS.c.kickoff_id == kickoff_id)
+    facts = _execution_facts(*where)
+    if facts is not None:
+        return facts
+    new_id = _new_execution(crew.id, kickoff_id, ExecutionStatus.PENDING_REVIEW)
+    if new_id is None:  # a concurrent delivery created it a moment ago
+        facts = _execution_facts(*where)
+        if facts is None:  # pragma: no cover - the row exists by now
+            raise RuntimeError("execution vanished after insert")
+        return facts
+    facts = _ExecutionFacts(id=new_id, status=ExecutionStatus.PENDING_REVIEW, rounds=[])
+    facts.add_event("discovered", _discovered_message("human-input"))
+    return facts
 
 
 def _rerun_confirmed(round_: ReviewRound) -> bool:
@@ -320,107 +379,150 @@ def _rerun_confirmed(round_: ReviewRound) -> bool:
     return job is not None and job.state is JobState.SUCCEEDED and job.outcome != "completed"
 
 
-def _digest_for(execution: Execution, notice: HumanInputNotice) -> str | None:
-    """The ``output_sha256`` for a new round, or None when ``notice`` repeats a known one.
+def _place_for(facts: _ExecutionFacts, notice: HumanInputNotice) -> StoredRound | tuple[str, int]:
+    """Where ``notice`` goes: the known round it repeats, or (digest, number) of a new one.
 
     The same output is normally a redelivery. It is a new round only when it answers a
     revision AMP confirmed (the agent produced the same text again): that round gets a
-    digest salted with its number, so the unique key still holds."""
+    digest salted with its number, so the unique key still holds. Outputs are compared
+    by their SHA-256 (the unique key does the same)."""
     digest = sha256_text(notice.output)
-    if _round_by_output(execution, notice.task_id, digest) is None:
-        return digest
-    latest = _latest_round(execution, notice.task_id)
-    if latest is not None and latest.output == notice.output and _rerun_confirmed(latest):
-        return sha256_text(f"{digest}:round-{latest.round_number + 1}")
-    return None
+    task_rounds = [r for r in facts.rounds if r.task_id == notice.task_id]
+    number = max((r.round_number for r in task_rounds), default=0) + 1
+    same = [r for r in task_rounds if r.output_sha256 in (digest, _salted(digest, r.round_number))]
+    if not any(r.output_sha256 == digest for r in same):
+        return digest, number
+    latest = max(task_rounds, key=lambda r: r.round_number)
+    if latest in same and latest.state is RoundState.DECIDED:
+        latest_row = db.session.get(ReviewRound, latest.id)
+        if latest_row is not None and _rerun_confirmed(latest_row):
+            return _salted(digest, number), number
+    known = max(same, key=lambda r: r.round_number)
+    return StoredRound(known.id, known.task_id, known.round_number, known.state, created=False)
 
 
-def _known_round(execution: Execution, notice: HumanInputNotice) -> ReviewRound | None:
-    """The round a repeated notification belongs to (the latest with that output)."""
-    return db.session.scalar(
-        select(ReviewRound)
-        .where(ReviewRound.execution_id == execution.id, ReviewRound.task_id == notice.task_id,
-               ReviewRound.output == notice.output)
-        .order_by(ReviewRound.round_number.desc())
-        .limit(1)
-    )
+def _round_values(crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice, digest: str,
+                  number: int) -> dict[str, Any]:
+    finished = facts.status.finished
+    return {
+        "execution_id": facts.id,
+        "crew_id": crew_id,
+        "task_id": notice.task_id,
+        "round_number": number,
+        "output": notice.output,
+        "output_sha256": digest,
+        "agent": notice.agent,
+        "description": notice.description,
+        "expected_output": notice.expected_output,
+        "meta": notice.meta,
+        "state": RoundState.STALE if finished else RoundState.PENDING,
+        "stale_reason": "The execution had already finished when this notification arrived."
+        if finished else None,
+    }
 
 
-def store_round(
-    crew: Crew, execution: Execution, notice: HumanInputNotice, *, source: str
-) -> tuple[ReviewRound, bool]:
-    """Create the review round for ``notice`` unless it repeats one already stored."""
-    finished = execution.status.finished
+def _store_notice(
+    crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice, *, source: str
+) -> tuple[StoredRound, _ExecutionFacts]:
+    """Create the review round for ``notice`` unless it repeats one already stored.
+
+    Plain INSERT ... ON CONFLICT DO NOTHING RETURNING: a concurrent delivery of the same
+    output makes ours insert nothing, and we look again (the facts are read afresh)."""
     for _attempt in range(5):
-        digest = _digest_for(execution, notice)
-        if digest is None:
-            known = _known_round(execution, notice)
-            if known is not None:
-                return known, False
-            continue  # pragma: no cover - the row changed under us; look again
-        number = _next_round_number(execution, notice.task_id)
-        values = {
-            "execution_id": execution.id,
-            "crew_id": crew.id,
-            "task_id": notice.task_id,
-            "round_number": number,
-            "output": notice.output,
-            "output_sha256": digest,
-            "agent": notice.agent,
-            "description": notice.description,
-            "expected_output": notice.expected_output,
-            "meta": notice.meta,
-            "state": RoundState.STALE if finished else RoundState.PENDING,
-            "stale_reason": "The execution had already finished when this notification arrived."
-            if finished else None,
-        }
-        if _insert_ignoring_conflicts(ReviewRound, values):
-            round_ = _round_by_output(execution, notice.task_id, digest)
-            assert round_ is not None  # noqa: S101 - just inserted in this transaction
-            _after_new_round(execution, round_, source)
-            return round_, True
+        place = _place_for(facts, notice)
+        if isinstance(place, StoredRound):
+            return place, facts
+        digest, number = place
+        values = _round_values(crew_id, facts, notice, digest, number)
+        new_id = _insert_ignoring_conflicts(_ROUNDS, values)
+        if new_id is not None:
+            stored = StoredRound(new_id, notice.task_id, number, values["state"], created=True)
+            _after_new_round(facts, stored, source)
+            return stored, facts
+        fresh = _execution_facts(_EXECUTIONS.c.id == facts.id)
+        assert fresh is not None  # noqa: S101 - executions are not deleted while in use
+        fresh.events = facts.events
+        facts = fresh
     raise PayloadError("Too many concurrent notifications for this task; deliver it again.")
 
 
-def _after_new_round(execution: Execution, round_: ReviewRound, source: str) -> None:
-    record_execution_event(
-        execution,
+def _after_new_round(facts: _ExecutionFacts, round_: StoredRound, source: str) -> None:
+    facts.add_event(
         "human_input",
         f"Task {round_.task_id} waits for a review (round {round_.round_number}, {source}).",
         {"round_id": round_.id, "task_id": round_.task_id, "round_number": round_.round_number},
     )
-    if round_.state is RoundState.PENDING:
+    facts.insert_events()
+    if round_.state is RoundState.PENDING and any(r.state is RoundState.PENDING for r in facts.rounds):
         # AMP pauses one task at a time: an older pending round is not waited for any more.
+        execution = db.session.get(Execution, facts.id)
+        assert execution is not None  # noqa: S101 - read a moment ago
         mark_pending_rounds_stale(
             execution,
             f"Superseded: AMP paused again on task {round_.task_id} (round {round_.round_number}).",
             exclude_round_id=round_.id,
         )
+
+
+def _waits_for_review(facts: _ExecutionFacts, round_: StoredRound) -> bool:
+    """The new round means the execution now waits for a review (and did not before)."""
+    return (round_.created and round_.state is RoundState.PENDING
+            and facts.status is not ExecutionStatus.PENDING_REVIEW)
+
+
+def store_round(
+    crew: Crew, execution: Execution, notice: HumanInputNotice, *, source: str
+) -> tuple[ReviewRound, bool]:
+    """Create the review round for ``notice`` unless it repeats one already stored
+    (for callers holding the execution as an ORM object, e.g. the status poller)."""
+    db.session.flush()
+    facts = _execution_facts(_EXECUTIONS.c.id == execution.id)
+    assert facts is not None  # noqa: S101 - the caller holds the row
+    stored, facts = _store_notice(crew.id, facts, notice, source=source)
+    if _waits_for_review(facts, stored):
         execution.status = ExecutionStatus.PENDING_REVIEW
+    round_ = db.session.get(ReviewRound, stored.id)
+    assert round_ is not None  # noqa: S101 - stored in this transaction
+    return round_, stored.created
+
+
+def receive_human_input(
+    crew: Crew, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
+) -> StoredRound:
+    """Store a human-input notification: the execution (if new), its review round and the
+    delivery record, in a few plain statements (the receiver's hot path).
+
+    Idempotent: the same output for the same execution and task is the same round
+    (``created=False``); a different output is the next revision round. Raises
+    :class:`PayloadError`."""
+    notice = parse_human_input(payload)
+    facts = _facts_for_notice(crew, notice.execution_id)
+    stored, facts = _store_notice(crew.id, facts, notice, source="webhook")
+    facts.insert_events()
+    if _waits_for_review(facts, stored):
+        db.session.execute(
+            update(_EXECUTIONS).where(_EXECUTIONS.c.id == facts.id)
+            .values(status=ExecutionStatus.PENDING_REVIEW, updated_at=_now())
+        )
+    record_delivery(
+        crew,
+        WebhookKind.HUMAN_INPUT,
+        outcome="accepted" if stored.created else "duplicate",
+        payload=raw,
+        execution_id=facts.id,
+        source_ip=source_ip,
+    )
+    return stored
 
 
 def ingest_human_input(
     crew: Crew, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
 ) -> tuple[ReviewRound, bool]:
-    """Store a human-input notification: the execution (if new) and its review round.
-
-    Idempotent: the same output for the same execution and task is the same round
-    (returned with ``created=False``); a different output is the next revision round.
-    The delivery itself is recorded with its raw payload. Raises :class:`PayloadError`."""
-    notice = parse_human_input(payload)
-    execution, _ = ensure_execution(
-        crew, notice.execution_id, status=ExecutionStatus.PENDING_REVIEW, heard_from="human-input"
-    )
-    round_, created = store_round(crew, execution, notice, source="webhook")
-    record_delivery(
-        crew,
-        WebhookKind.HUMAN_INPUT,
-        outcome="accepted" if created else "duplicate",
-        payload=raw,
-        execution=execution,
-        source_ip=source_ip,
-    )
-    return round_, created
+    """:func:`receive_human_input`, answering with the round as an ORM object."""
+    stored = receive_human_input(crew, payload, raw=raw, source_ip=source_ip)
+    round_ = db.session.get(ReviewRound, stored.id)
+    assert round_ is not None  # noqa: S101 - stored or found in this transaction
+    return round_, stored.created
 
 
 # --------------------------------------------------------------------------- other webhooks

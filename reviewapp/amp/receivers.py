@@ -32,11 +32,11 @@ from .crews import get_crew
 from .crypto import SecretUnreadable
 from .executions import (
     PayloadError,
-    ingest_human_input,
     note_crew_finished,
     note_progress,
     record_delivery,
 )
+from .executions import receive_human_input as ingest_human_input  # the lean path, no ORM round
 from .webhooks import REDACTED, SEGMENT_KINDS, inbound_secret
 
 bp = Blueprint("hooks", __name__)
@@ -145,15 +145,15 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str]:
 def _process(crew: Crew, kind: WebhookKind, payload: dict[str, Any], text: str) -> dict[str, Any]:
     ip = request.remote_addr
     if kind is WebhookKind.HUMAN_INPUT:
-        round_, created = ingest_human_input(crew, payload, raw=text, source_ip=ip)
-        return {"status": "accepted" if created else "duplicate", "task_id": round_.task_id,
+        round_ = ingest_human_input(crew, payload, raw=text, source_ip=ip)
+        return {"status": "accepted" if round_.created else "duplicate", "task_id": round_.task_id,
                 "round": round_.round_number}
     if kind is WebhookKind.CREW:
         execution, changed = note_crew_finished(crew, payload)
     else:
         execution, changed = note_progress(crew, kind, payload)
     outcome = "accepted" if changed else "duplicate"
-    record_delivery(crew, kind, outcome=outcome, payload=text, execution=execution, source_ip=ip)
+    record_delivery(crew, kind, outcome=outcome, payload=text, execution_id=execution.id, source_ip=ip)
     return {"status": outcome}
 
 
