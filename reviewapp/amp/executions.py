@@ -7,6 +7,7 @@ and then read the row back, so a redelivery never creates a second row.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..audit.services import record_event
@@ -43,6 +44,10 @@ _EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 _ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
 _EVENTS: Table = ExecutionEvent.__table__  # type: ignore[assignment]
 _DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
+_TO_PENDING_REVIEW = (
+    update(_EXECUTIONS).where(_EXECUTIONS.c.id == bindparam("execution_id"))
+    .values(status=ExecutionStatus.PENDING_REVIEW)
+)
 
 
 class PayloadError(ValueError):
@@ -72,15 +77,16 @@ def record_delivery(
 ) -> None:
     """One ``WebhookDelivery`` row, inserted at once (a plain INSERT, no unit of work)."""
     db.session.execute(
-        _DELIVERIES.insert().values(
-            crew_id=crew.id if crew is not None else None,
-            execution_id=execution_id,
-            kind=kind,
-            outcome=outcome,
-            error=error,
-            source_ip=source_ip,
-            payload=payload,
-        )
+        _DELIVERIES.insert(),
+        {
+            "crew_id": crew.id if crew is not None else None,
+            "execution_id": execution_id,
+            "kind": kind,
+            "outcome": outcome,
+            "error": error,
+            "source_ip": source_ip,
+            "payload": payload,
+        },
     )
 
 
@@ -88,18 +94,24 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _insert_ignoring_conflicts(table: Table, values: dict[str, Any]) -> int | None:
-    """Insert one row unless it collides with a unique key; the new row's id, or None."""
-    dialect = db.session.get_bind().dialect.name
-    stmt: Any
+@functools.cache
+def _ignoring_insert(dialect: str, table: Table) -> Any:
+    """``INSERT .. ON CONFLICT DO NOTHING RETURNING id`` for ``table``, built once: the
+    values are bound at execution (no statement building or cache-key walk per row)."""
     if dialect == "postgresql":
-        stmt = postgresql.insert(table).values(**values).on_conflict_do_nothing()
+        stmt = postgresql.insert(table).on_conflict_do_nothing()
     elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
     else:  # pragma: no cover - reviewapp supports SQLite and PostgreSQL
         raise RuntimeError(f"unsupported database {dialect}")
+    return stmt.returning(table.c.id)
+
+
+def _insert_ignoring_conflicts(table: Table, values: dict[str, Any]) -> int | None:
+    """Insert one row unless it collides with a unique key; the new row's id, or None."""
+    stmt = _ignoring_insert(db.session.get_bind().dialect.name, table)
     # rowcount is not reliable here (psycopg reports -1); RETURNING says what happened.
-    return db.session.execute(stmt.returning(table.c.id)).scalar()
+    return db.session.execute(stmt, values).scalar()
 
 
 def _variants(name: str) -> tuple[str, str]:
@@ -339,13 +351,18 @@ class _ExecutionFacts:
             self.events = []
 
 
-def _execution_facts(*where: Any) -> _ExecutionFacts | None:
-    rows = db.session.execute(
-        select(_EXECUTIONS.c.id, _EXECUTIONS.c.status, _ROUNDS.c.id, _ROUNDS.c.task_id,
-               _ROUNDS.c.round_number, _ROUNDS.c.output_sha256, _ROUNDS.c.state)
-        .select_from(_EXECUTIONS.outerjoin(_ROUNDS, _ROUNDS.c.execution_id == _EXECUTIONS.c.id))
-        .where(*where)
-    ).all()
+_FACTS = (
+    select(_EXECUTIONS.c.id, _EXECUTIONS.c.status, _ROUNDS.c.id, _ROUNDS.c.task_id,
+           _ROUNDS.c.round_number, _ROUNDS.c.output_sha256, _ROUNDS.c.state)
+    .select_from(_EXECUTIONS.outerjoin(_ROUNDS, _ROUNDS.c.execution_id == _EXECUTIONS.c.id))
+)
+_FACTS_BY_KICKOFF = _FACTS.where(_EXECUTIONS.c.crew_id == bindparam("crew_id"),
+                                 _EXECUTIONS.c.kickoff_id == bindparam("kickoff_id"))
+_FACTS_BY_ID = _FACTS.where(_EXECUTIONS.c.id == bindparam("execution_id"))
+
+
+def _execution_facts(stmt: Any, params: dict[str, Any]) -> _ExecutionFacts | None:
+    rows = db.session.execute(stmt, params).all()
     if not rows:
         return None
     rounds = [_RoundFacts(*row[2:]) for row in rows if row[2] is not None]
@@ -355,13 +372,13 @@ def _execution_facts(*where: Any) -> _ExecutionFacts | None:
 def _facts_for_notice(crew: Crew, kickoff_id: str) -> _ExecutionFacts:
     """The execution a human-input notification is about, created (and noted as
     discovered) when reviewapp has not heard of it."""
-    where = (_EXECUTIONS.c.crew_id == crew.id, _EXECUTIONS.c.kickoff_id == kickoff_id)
-    facts = _execution_facts(*where)
+    where = {"crew_id": crew.id, "kickoff_id": kickoff_id}
+    facts = _execution_facts(_FACTS_BY_KICKOFF, where)
     if facts is not None:
         return facts
     new_id = _new_execution(crew.id, kickoff_id, ExecutionStatus.PENDING_REVIEW)
     if new_id is None:  # a concurrent delivery created it a moment ago
-        facts = _execution_facts(*where)
+        facts = _execution_facts(_FACTS_BY_KICKOFF, where)
         if facts is None:  # pragma: no cover - the row exists by now
             raise RuntimeError("execution vanished after insert")
         return facts
@@ -439,7 +456,7 @@ def _store_notice(
             stored = StoredRound(new_id, notice.task_id, number, values["state"], created=True)
             _after_new_round(facts, stored, source)
             return stored, facts
-        fresh = _execution_facts(_EXECUTIONS.c.id == facts.id)
+        fresh = _execution_facts(_FACTS_BY_ID, {"execution_id": facts.id})
         assert fresh is not None  # noqa: S101 - executions are not deleted while in use
         fresh.events = facts.events
         facts = fresh
@@ -476,7 +493,7 @@ def store_round(
     """Create the review round for ``notice`` unless it repeats one already stored
     (for callers holding the execution as an ORM object, e.g. the status poller)."""
     db.session.flush()
-    facts = _execution_facts(_EXECUTIONS.c.id == execution.id)
+    facts = _execution_facts(_FACTS_BY_ID, {"execution_id": execution.id})
     assert facts is not None  # noqa: S101 - the caller holds the row
     stored, facts = _store_notice(crew.id, facts, notice, source=source)
     if _waits_for_review(facts, stored):
@@ -500,10 +517,7 @@ def receive_human_input(
     stored, facts = _store_notice(crew.id, facts, notice, source="webhook")
     facts.insert_events()
     if _waits_for_review(facts, stored):
-        db.session.execute(
-            update(_EXECUTIONS).where(_EXECUTIONS.c.id == facts.id)
-            .values(status=ExecutionStatus.PENDING_REVIEW, updated_at=_now())
-        )
+        db.session.execute(_TO_PENDING_REVIEW, {"execution_id": facts.id, "updated_at": _now()})
     record_delivery(
         crew,
         WebhookKind.HUMAN_INPUT,
