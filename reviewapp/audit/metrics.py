@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, case, func, literal, select, tuple_, union_all
 
 from ..extensions import db
 from ..models import Crew, Decision, ResumeAttempt, ResumeJob, ReviewRound, RoundState, User
@@ -267,30 +267,36 @@ def _nearest_rank(count: ColumnElement, numerator: int, denominator: int) -> Col
 
 
 def _latency_windowed(filters: MetricFilters) -> list[_LatencyRow]:
-    """Portable version (no ordered-set aggregates): rank within each group, pick ranks."""
-    rows: list[_LatencyRow] = []
+    """Portable version (no ordered-set aggregates): rank within each group, pick ranks.
+
+    The waits are computed and ranked once (a CTE the database materialises), then read
+    twice: per crew and per reviewer."""
+    waits = _decisions(
+        filters,
+        *(_GROUP_COLUMNS[group].label(group) for group in LATENCY_GROUPS),
+        _wait_seconds().label("seconds"),
+    ).subquery()
+    windows = []
     for group in LATENCY_GROUPS:
-        waits = _decisions(
-            filters, _GROUP_COLUMNS[group].label("name"), _wait_seconds().label("seconds")
-        ).subquery()
-        ranked = select(
-            waits.c.name,
-            waits.c.seconds,
-            func.row_number().over(partition_by=waits.c.name, order_by=waits.c.seconds).label("rank"),
-            func.count().over(partition_by=waits.c.name).label("n"),
-        ).subquery()
+        windows += [
+            func.row_number().over(partition_by=waits.c[group], order_by=waits.c.seconds).label(f"{group}_rank"),
+            func.count().over(partition_by=waits.c[group]).label(f"{group}_n"),
+        ]
+    ranked = select(*waits.c, *windows).cte("ranked")
+    per_group = []
+    for group in LATENCY_GROUPS:
+        rank, n = ranked.c[f"{group}_rank"], ranked.c[f"{group}_n"]
 
-        def value_at(rank: ColumnElement, ranked: Any = ranked) -> ColumnElement:
-            return func.max(case((ranked.c.rank == rank, ranked.c.seconds)))
+        def value_at(at: ColumnElement, rank: Any = rank) -> ColumnElement:
+            return func.max(case((rank == at, ranked.c.seconds)))
 
-        stmt = select(
-            ranked.c.name,
-            func.max(ranked.c.n),
-            value_at(_nearest_rank(ranked.c.n, 1, 2)),
-            value_at(_nearest_rank(ranked.c.n, 9, 10)),
-        ).group_by(ranked.c.name)
-        rows += [(group, *row) for row in db.session.execute(stmt)]
-    return rows
+        per_group.append(
+            select(
+                literal(group), ranked.c[group], func.max(n),
+                value_at(_nearest_rank(n, 1, 2)), value_at(_nearest_rank(n, 9, 10)),
+            ).group_by(ranked.c[group])
+        )
+    return [tuple(row) for row in db.session.execute(union_all(*per_group))]
 
 
 # --------------------------------------------------------------------------- resumes
