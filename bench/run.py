@@ -40,7 +40,7 @@ from .harness import (
 )
 from .seed import BENCH_PASSWORD, SECRET_KEY, bench_app, crew_token, seed, seed_review_task
 
-SQLITE_URL = "sqlite:////tmp/reviewapp-bench.sqlite3"
+SQLITE_URL = os.environ.get("BENCH_SQLITE_URL", "sqlite:////tmp/reviewapp-bench.sqlite3")
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench")
 PAGE = 50  # rows per history / queue page
 DEEP_HISTORY_PAGE = 20_000
