@@ -31,10 +31,13 @@ from .filters import (
 from .history import crew_choices, history_page, reviewer_choices
 from .pagination import CursorError, parse_cursors
 from .services import record_event
+from .templating import FILTERS
 from .timeline import build_timeline, load_execution
 
 bp = Blueprint("audit", __name__)
 blueprint_requires(bp, Role.LEAD)
+for _name, _filter in FILTERS.items():
+    bp.add_app_template_filter(_filter, _name)
 
 T = TypeVar("T")
 

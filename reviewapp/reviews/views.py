@@ -58,6 +58,13 @@ def _ago(when: datetime | None) -> str:
     return f"{seconds} s"
 
 
+@bp.app_template_filter("utc_seconds")
+def _utc_seconds(when: datetime) -> str:
+    """``2025-01-31 09:05:00``: a filter, which Jinja calls directly, where a
+    ``strftime`` method call would go through the template context for every row."""
+    return when.strftime("%Y-%m-%d %H:%M:%S")
+
+
 @bp.app_template_filter("pretty_json")
 def _pretty_json(value: Any) -> str:
     """Indented JSON as plain text (the template escapes it; unlike |tojson it keeps < > & readable)."""

@@ -1,0 +1,54 @@
+"""Main navigation built once per role, and URL prefixes for many-row pages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from reviewapp.nav import url_prefix
+from tests.conftest import AuthActions
+
+
+def nav_labels(page: str) -> list[str]:
+    nav = re.search(r'<nav class="nav" aria-label="Main">(.*?)</nav>', page, re.S)
+    assert nav is not None
+    return re.findall(r">([^<]+)</a>", nav.group(1))
+
+
+def test_each_role_sees_its_own_links_from_one_app(app, make_user):
+    """The links are built once per role: a lead's visit must not leak links to a
+    reviewer's page, nor a reviewer's visit hide them from an admin."""
+    for role in ("reviewer", "lead", "admin"):
+        make_user(f"{role}-nav", role)
+    pages = {}
+    for role in ("reviewer", "admin", "lead", "reviewer"):
+        client = app.test_client()
+        assert AuthActions(client).login(f"{role}-nav").status_code == 302
+        pages[role] = nav_labels(client.get("/").get_data(as_text=True))
+    assert pages["reviewer"] == ["Queue", "History"]
+    assert pages["lead"] == ["Queue", "Deliveries", "History", "Metrics", "Crews"]
+    assert pages["admin"] == ["Queue", "Deliveries", "History", "Metrics", "Crews", "Accounts"]
+
+
+def test_the_current_page_is_marked(client, login_as):
+    login_as("lead")
+    page = client.get("/audit/history").get_data(as_text=True)
+    assert re.search(r'<a href="/audit/history" aria-current="page">History</a>', page)
+    assert not re.search(r'href="/" aria-current', page)
+
+
+def test_url_prefix_is_the_url_without_its_last_integer(app):
+    with app.test_request_context("/"):
+        assert url_prefix("reviews.review", "round_id") == "/rounds/"
+        assert url_prefix("audit.execution_timeline", "execution_id") == "/audit/executions/"
+
+
+def test_url_prefix_refuses_an_argument_inside_the_path(app):
+    with app.test_request_context("/"), pytest.raises(ValueError, match="last part"):
+        url_prefix("reviews.heartbeat", "round_id")
+
+
+def test_url_prefix_keeps_the_mount_point(app):
+    with app.test_request_context("/", base_url="http://localhost/sub"):
+        assert url_prefix("reviews.review", "round_id") == "/sub/rounds/"
