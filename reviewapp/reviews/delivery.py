@@ -35,10 +35,12 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import case, exists, or_, select, update
+from sqlalchemy.orm import joinedload
 
 from ..extensions import db
 from ..models import (
     Crew,
+    Decision,
     JobState,
     ResumeAttempt,
     ResumeJob,
@@ -118,11 +120,11 @@ def worker_identity(kind: str = "worker") -> str:
 def deliver_job(job_id: int, *, worker_id: str, now: datetime | None = None) -> DeliveryReport:
     """Lease one due job and send it (used inline right after a decision is committed)."""
     now = now or utcnow()
-    if not _lease(job_id, worker_id, now):
+    leased = _lease(job_id, worker_id, now)
+    if leased is None:
         db.session.commit()
         return DeliveryReport(job_id=job_id, leased=False, state=_state_of(job_id))
-    db.session.commit()
-    return _work(job_id, worker_id)
+    return _work(job_id, worker_id, leased)
 
 
 def deliver_due_jobs(*, now: datetime | None = None, limit: int = 20, worker_id: str) -> int:
@@ -159,9 +161,10 @@ def _due(now: datetime) -> list[Any]:
     ]
 
 
-def _lease(job_id: int, worker_id: str, now: datetime) -> bool:
-    """Conditional lease update; True when this worker now owns the job."""
-    leased = db.session.execute(
+def _lease(job_id: int, worker_id: str, now: datetime) -> Any:
+    """Conditional lease update; the leased job's row (what sending it needs) when this
+    worker now owns the job, else None."""
+    return db.session.execute(
         update(ResumeJob)
         .where(ResumeJob.id == job_id, *_due(now))
         .values(
@@ -172,9 +175,9 @@ def _lease(job_id: int, worker_id: str, now: datetime) -> bool:
                 (ResumeJob.lease_owner.is_not(None), True), else_=ResumeJob.needs_status_check
             ),
         )
+        .returning(ResumeJob.crew_id, ResumeJob.body, ResumeJob.needs_status_check)
         .execution_options(synchronize_session=False)
-    )
-    return leased.rowcount == 1  # type: ignore[attr-defined]
+    ).first()
 
 
 def _lease_next_due(worker_id: str, now: datetime) -> int | None:
@@ -186,7 +189,7 @@ def _lease_next_due(worker_id: str, now: datetime) -> int | None:
         .with_for_update(skip_locked=True, of=ResumeJob)  # nothing on SQLite: the UPDATE decides
     )
     for job_id in db.session.scalars(candidates).all():
-        if _lease(job_id, worker_id, now):
+        if _lease(job_id, worker_id, now) is not None:
             return job_id
     return None
 
@@ -198,16 +201,17 @@ def _state_of(job_id: int) -> JobState | None:
 # --------------------------------------------------------------------------- one job
 
 
-def _work(job_id: int, worker_id: str) -> DeliveryReport:
+def _work(job_id: int, worker_id: str, leased: Any = None) -> DeliveryReport:
+    """Send a job this worker has leased (``leased``: the row the lease returned, read
+    again when not given); commits before any HTTP call."""
     try:
-        plan = _plan(job_id)
+        plan = _plan(job_id, leased)
     except Exception as exc:  # e.g. a token that no longer decrypts: count it, keep the job
         db.session.rollback()
         log.exception("resume job %s could not be prepared", job_id)
         outcome = _outcome("resume", utcnow(), "error", error=f"could not prepare the request: {exc}")
-        _finish(job_id, worker_id, outcome)
-        return _report(job_id, [outcome.result])
-    db.session.commit()  # end the read transaction: nothing stays open during HTTP
+        return _report(job_id, [outcome.result], _finish(job_id, worker_id, outcome))
+    db.session.commit()  # the lease (and this read) is visible; nothing stays open during HTTP
     if plan.check_status_first:
         check = _call("status-check", lambda: plan.client.status(plan.kickoff_id))
         plan.results.append(check.label)
@@ -215,26 +219,29 @@ def _work(job_id: int, worker_id: str) -> DeliveryReport:
             return _report(job_id, plan.results)
     sent = _call("resume", lambda: plan.client.resume(plan.body))
     plan.results.append(sent.label)
-    _finish(job_id, worker_id, sent)
-    return _report(job_id, plan.results)
+    return _report(job_id, plan.results, _finish(job_id, worker_id, sent))
 
 
-def _report(job_id: int, results: list[str]) -> DeliveryReport:
-    return DeliveryReport(job_id=job_id, leased=True, state=_state_of(job_id), results=tuple(results))
+def _report(job_id: int, results: list[str], state: JobState | None = None) -> DeliveryReport:
+    return DeliveryReport(job_id=job_id, leased=True, state=state or _state_of(job_id), results=tuple(results))
 
 
-def _plan(job_id: int) -> _Plan:
+def _plan(job_id: int, leased: Any) -> _Plan:
     from ..amp.client import build_resume_body, client_for
 
-    job = db.session.get(ResumeJob, job_id, populate_existing=True)
-    assert job is not None  # noqa: S101 - leased a moment ago, jobs are never deleted
-    fields = job_fields(job)
+    if leased is None:
+        leased = db.session.execute(
+            select(ResumeJob.crew_id, ResumeJob.body, ResumeJob.needs_status_check).where(ResumeJob.id == job_id)
+        ).one()  # leased a moment ago, jobs are never deleted
+    crew = db.session.get(Crew, leased.crew_id)
+    assert crew is not None  # noqa: S101 - a crew with jobs cannot be removed
+    fields = job_fields(leased)
     return _Plan(
         job_id=job_id,
-        client=client_for(job.crew),
-        body=build_resume_body(job.crew, **fields),
+        client=client_for(crew),
+        body=build_resume_body(crew, **fields),
         kickoff_id=str(fields["execution_id"]),
-        check_status_first=job.needs_status_check,
+        check_status_first=leased.needs_status_check,
     )
 
 
@@ -298,9 +305,22 @@ def _raw_text(value: Any) -> str | None:
 # --------------------------------------------------------------------------- recording
 
 
+# What recording an outcome reads: the job, and (fresh) the decision's round and its
+# execution, in one query. The round's large columns (output) are not needed here.
+_WITH_ROUND = joinedload(ResumeJob.decision).joinedload(Decision.round)
+_JOB_AND_ROUND = (
+    _WITH_ROUND.load_only(ReviewRound.id, ReviewRound.execution_id, ReviewRound.task_id,
+                          ReviewRound.round_number, ReviewRound.state, ReviewRound.received_at),
+    _WITH_ROUND.joinedload(ReviewRound.execution),
+)
+
+
 def _owned(job_id: int, worker_id: str) -> ResumeJob | None:
     """The job, if this worker still holds its lease (else the attempt is only logged)."""
-    job = db.session.get(ResumeJob, job_id, populate_existing=True)
+    job = db.session.scalar(
+        select(ResumeJob).options(*_JOB_AND_ROUND).where(ResumeJob.id == job_id)
+        .execution_options(populate_existing=True)
+    )
     if job is None or job.lease_owner != worker_id:
         log.warning("resume job %s: lease lost by %s; recording the attempt only", job_id, worker_id)
         return None
@@ -312,18 +332,22 @@ def _release(job: ResumeJob) -> None:
     job.lease_expires_at = None
 
 
-def _finish(job_id: int, worker_id: str, sent: CallOutcome) -> None:
+def _finish(job_id: int, worker_id: str, sent: CallOutcome) -> JobState | None:
     """Record a /resume attempt and move the job on; releases the lease; commits.
+    Returns the job's state (None when the lease was lost).
 
     Retries are scheduled from the real clock (the ``now`` a pass was given only decides
     which jobs are due and which leases have expired)."""
     db.session.add(sent.attempt_row(job_id))
     job = _owned(job_id, worker_id)
+    state = None
     if job is not None:
         _apply_resume_outcome(job, sent, utcnow())
         _note_outcome(job)
         _release(job)
+        state = job.state
     db.session.commit()
+    return state
 
 
 def _apply_resume_outcome(job: ResumeJob, sent: CallOutcome, now: datetime) -> None:
@@ -429,16 +453,9 @@ def _succeed(job: ResumeJob, outcome: str, now: datetime, *, note: str | None = 
 
 def _other_pending(job: ResumeJob) -> bool:
     round_ = job.decision.round
-    return bool(
-        db.session.scalar(
-            select(
-                exists().where(
-                    ReviewRound.execution_id == round_.execution_id,
-                    ReviewRound.state == RoundState.PENDING,
-                )
-            )
-        )
-    )
+    pending = exists().where(ReviewRound.execution_id == round_.execution_id, ReviewRound.state == RoundState.PENDING)
+    with db.session.no_autoflush:  # reads rounds only: the job's changes go in with the commit
+        return bool(db.session.scalar(select(pending)))
 
 
 def _go_stale(job: ResumeJob, detail: str) -> None:

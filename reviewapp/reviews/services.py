@@ -15,6 +15,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Integer, func, literal, or_, select, text, tuple_, update
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..audit.dialect import is_postgres, text_matches
 from ..audit.pagination import Cursor
@@ -419,6 +420,14 @@ def _conflict(round_: ReviewRound, reviewer: User, now: datetime) -> RoundConfli
     return ClaimedByOther(f"This round is being reviewed by {holder}.", round_)
 
 
+def _now_decided(round_: ReviewRound) -> None:
+    """Tell the loaded round what the conditional UPDATE just wrote, instead of reading
+    the whole row (output included) back."""
+    for key, value in (("state", RoundState.DECIDED), ("claimed_by_id", None), ("claim_expires_at", None)):
+        set_committed_value(round_, key, value)
+    set_committed_value(round_, "claimed_by", None)
+
+
 def submit_decision(
     round_: ReviewRound,
     reviewer: User,
@@ -456,7 +465,7 @@ def submit_decision(
     )
     if won.rowcount != 1:  # type: ignore[attr-defined]
         raise _conflict(round_, reviewer, now)
-    db.session.refresh(round_)
+    _now_decided(round_)
     decision = Decision(
         round_id=round_.id,
         reviewer_id=reviewer.id,

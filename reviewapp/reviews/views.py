@@ -294,6 +294,8 @@ def decide(round_id: int):
             feedback=form.feedback.data or "",
             reason_code=form.reason.data or None,
         )
+        # Read before the commit expires them (no reload of the decision and its job).
+        decision_id, job_id = decision.id, decision.job.id if decision.job else None
         db.session.commit()
     except services.RoundConflict as exc:
         db.session.rollback()
@@ -306,8 +308,8 @@ def decide(round_id: int):
         db.session.rollback()
         form.feedback.errors = [*form.feedback.errors, str(exc)]
         return _review_page(round_, form, status=400)
-    _deliver_now(decision.job.id if decision.job else None)
-    return redirect(url_for("reviews.decision", decision_id=decision.id))
+    _deliver_now(job_id)
+    return redirect(url_for("reviews.decision", decision_id=decision_id))
 
 
 def _deliver_now(job_id: int | None) -> None:
