@@ -15,9 +15,9 @@ import secrets
 from datetime import timedelta
 from typing import Any
 
-from flask import current_app, request, session
+from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 
 from ..audit.services import record_event
 from ..extensions import db
@@ -60,8 +60,20 @@ def revoke_current() -> None:
 
 
 def _revoked() -> bool:
+    """Is this session's id on the revoked list? Asked in the statement that loads the
+    session's user: kept alive on ``g``, the user stays in the (weak) identity map and
+    Flask-Login's loader (``db.session.get``) finds it there instead of querying again."""
     sid = session.get(SID)
-    return not isinstance(sid, str) or db.session.get(RevokedSession, sid) is not None
+    if not isinstance(sid, str):
+        return True
+    revoked = select(RevokedSession.sid).where(RevokedSession.sid == sid).exists()
+    user_pk = str(session.get("_user_id", "")).split(":", 1)[0]  # User.get_id(): "<id>:<version>"
+    if user_pk.isdigit():
+        row = db.session.execute(select(User, revoked).where(User.id == int(user_pk))).first()
+        if row is not None:
+            g.session_user = row[0]
+            return bool(row[1])
+    return bool(db.session.scalar(select(revoked)))
 
 
 def renew(user: User) -> None:
@@ -132,7 +144,8 @@ def enforce_lifetime() -> Any:
     if reason is None and _revoked():
         reason = "revoked"
     if reason is None:
-        session[SEEN_AT] = now
+        if session.get(SEEN_AT) != now:  # unchanged within a second: no new cookie to sign
+            session[SEEN_AT] = now
         return None
     _end(reason)
     from ..errors import session_expired

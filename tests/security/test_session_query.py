@@ -1,0 +1,41 @@
+"""The revoked-session check and the user load share one statement per request."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import event
+
+from reviewapp.extensions import db
+
+
+def statements_of(app, client, path: str) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.get(path).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_one_statement_loads_the_user_and_checks_the_session(app, client, login_as):
+    login_as("reviewer")
+    statements = statements_of(app, client, "/")
+    touching = [s for s in statements if re.search(r"\bFROM (users|revoked_sessions)\b", s)]
+    assert len(touching) == 1, touching
+    assert "revoked_sessions" in touching[0] and "FROM users" in touching[0]
+
+
+def test_a_session_with_an_unreadable_user_id_is_anonymous(app, client, login_as):
+    login_as("reviewer")
+    with client.session_transaction() as session:
+        session["_user_id"] = "not-a-number"
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"].startswith("/login")
