@@ -68,7 +68,7 @@ def _revoked() -> bool:
         return True
     revoked = select(RevokedSession.sid).where(RevokedSession.sid == sid).exists()
     user_pk = str(session.get("_user_id", "")).split(":", 1)[0]  # User.get_id(): "<id>:<version>"
-    if user_pk.isdigit():
+    if user_pk.isascii() and user_pk.isdigit() and len(user_pk) <= 18:
         row = db.session.execute(select(User, revoked).where(User.id == int(user_pk))).first()
         if row is not None:
             g.session_user = row[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from sqlalchemy import event
 
 from reviewapp.extensions import db
@@ -33,9 +34,10 @@ def test_one_statement_loads_the_user_and_checks_the_session(app, client, login_
     assert "revoked_sessions" in touching[0] and "FROM users" in touching[0]
 
 
-def test_a_session_with_an_unreadable_user_id_is_anonymous(app, client, login_as):
+@pytest.mark.parametrize("user_id", ["not-a-number", "²:1"])
+def test_a_session_with_an_unreadable_user_id_is_anonymous(app, client, login_as, user_id):
     login_as("reviewer")
     with client.session_transaction() as session:
-        session["_user_id"] = "not-a-number"
+        session["_user_id"] = user_id
     response = client.get("/")
     assert response.status_code == 302 and response.headers["Location"].startswith("/login")
