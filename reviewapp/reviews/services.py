@@ -38,6 +38,7 @@ from ..models import (
 FEEDBACK_MAX_CHARS = 20_000
 SNIPPET_CHARS = 160
 QUEUE_PAGE_SIZE = 50
+TEXT_COUNT_CAP = 1000  # a text-filtered queue count stops here ("at least 1000")
 
 # key -> (label, older than, younger than)
 AGE_WINDOWS: dict[str, tuple[str, timedelta | None, timedelta | None]] = {
@@ -124,6 +125,9 @@ class QueuePage:
     rows: list[QueueRow]
     total: int
     next_cursor: str | None
+    # A text search counts at most TEXT_COUNT_CAP matches: then ``total`` is that cap and
+    # the page says "at least". The rows listed are exact either way.
+    total_is_lower_bound: bool = False
 
 
 def _pending_matching(stmt, filters: QueueFilters, now: datetime):
@@ -156,19 +160,33 @@ def _after(stmt, filters: QueueFilters, cursor: Cursor):
     return stmt.where(key > position)
 
 
-def count_queue(filters: QueueFilters, *, now: datetime | None = None) -> int:
+def _count_statement(filters: QueueFilters, now: datetime):
+    return _pending_matching(select(func.count()).select_from(ReviewRound), filters, now)
+
+
+def count_queue(filters: QueueFilters, *, now: datetime | None = None) -> tuple[int, bool]:
+    """``(count, is_lower_bound)`` of the pending rounds matching ``filters``.
+
+    Without a text filter the count is exact. With one, matching means reading every
+    candidate's output (PostgreSQL re-parses it: ~0.1 ms a row, seconds for a word found
+    in every output), so counting stops after TEXT_COUNT_CAP matches and the count is
+    then a lower bound: ``(TEXT_COUNT_CAP, True)``.
+    """
     now = now or utcnow()
-    stmt = _pending_matching(select(func.count()).select_from(ReviewRound), filters, now)
-    if not (filters.q and is_postgres()):
-        return int(db.session.scalar(stmt) or 0)
-    # PostgreSQL under-costs to_tsvector(): for a word found in most outputs it picks a
-    # sequential scan that re-parses every output (~13 s at 100k rows) over the GIN
-    # index's bitmap scan (~0.2 s). Steer this one query, then restore the setting.
-    db.session.execute(text("SET LOCAL enable_seqscan = off"))
+    if not filters.q:
+        return int(db.session.scalar(_count_statement(filters, now)) or 0), False
+    matches = _pending_matching(select(ReviewRound.id), filters, now).limit(TEXT_COUNT_CAP + 1)
+    stmt = select(func.count()).select_from(matches.subquery())
+    if is_postgres():
+        # PostgreSQL under-costs to_tsvector(): it may pick a sequential scan that parses
+        # the decided rounds' outputs too. Steer this one query, then restore the setting.
+        db.session.execute(text("SET LOCAL enable_seqscan = off"))
     try:
-        return int(db.session.scalar(stmt) or 0)
+        found = int(db.session.scalar(stmt) or 0)
     finally:
-        db.session.execute(text("SET LOCAL enable_seqscan = on"))
+        if is_postgres():
+            db.session.execute(text("SET LOCAL enable_seqscan = on"))
+    return min(found, TEXT_COUNT_CAP), found > TEXT_COUNT_CAP
 
 
 def list_queue(
@@ -178,22 +196,30 @@ def list_queue(
     limit: int = QUEUE_PAGE_SIZE,
     now: datetime | None = None,
 ) -> QueuePage:
-    """One keyset page of pending rounds (never loads whole outputs)."""
+    """One keyset page of pending rounds (never loads whole outputs) and their count.
+
+    Without a text filter the count rides along with the page as an uncorrelated
+    subquery (evaluated once), saving a round trip; a second statement counts only when
+    the page is empty after a cursor."""
     now = now or utcnow()
+    columns = [
+        ReviewRound.id,
+        ReviewRound.received_at,
+        Crew.name,
+        Execution.id,
+        Execution.kickoff_id,
+        ReviewRound.task_id,
+        ReviewRound.agent,
+        ReviewRound.round_number,
+        User.username,
+        ReviewRound.claim_expires_at,
+        func.substr(ReviewRound.output, 1, SNIPPET_CHARS),
+    ]
+    folded = not filters.q
+    if folded:
+        columns.append(_count_statement(filters, now).scalar_subquery())
     stmt = (
-        select(
-            ReviewRound.id,
-            ReviewRound.received_at,
-            Crew.name,
-            Execution.id,
-            Execution.kickoff_id,
-            ReviewRound.task_id,
-            ReviewRound.agent,
-            ReviewRound.round_number,
-            User.username,
-            ReviewRound.claim_expires_at,
-            func.substr(ReviewRound.output, 1, SNIPPET_CHARS),
-        )
+        select(*columns)
         .join(Crew, Crew.id == ReviewRound.crew_id)
         .join(Execution, Execution.id == ReviewRound.execution_id)
         .outerjoin(User, User.id == ReviewRound.claimed_by_id)
@@ -207,11 +233,17 @@ def list_queue(
     if len(result) > limit:
         last = rows[-1]
         next_cursor = Cursor(last.received_at, last.round_id).encode()
-    return QueuePage(rows=rows, total=count_queue(filters, now=now), next_cursor=next_cursor)
+    if folded and result:
+        total, lower_bound = int(result[0][-1]), False
+    elif folded and after is None:
+        total, lower_bound = 0, False  # an empty first page: nothing matches
+    else:
+        total, lower_bound = count_queue(filters, now=now)
+    return QueuePage(rows, total, next_cursor, total_is_lower_bound=lower_bound)
 
 
 def _queue_row(values, now: datetime) -> QueueRow:
-    (rid, received, crew, exe_id, kickoff, task, agent, number, holder, expires, snippet) = values
+    (rid, received, crew, exe_id, kickoff, task, agent, number, holder, expires, snippet) = values[:11]
     live = holder is not None and expires is not None and expires > now
     return QueueRow(
         round_id=rid,
@@ -226,10 +258,6 @@ def _queue_row(values, now: datetime) -> QueueRow:
         claim_expires_at=expires if live else None,
         snippet=snippet or "",
     )
-
-
-def crews_for_filter() -> list[tuple[int, str]]:
-    return [(c.id, c.name) for c in db.session.scalars(select(Crew).order_by(Crew.name))]
 
 
 # --------------------------------------------------------------------------- claims

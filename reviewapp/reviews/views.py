@@ -24,6 +24,7 @@ from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
 from ..access import requires
+from ..audit.history import crew_choices
 from ..audit.pagination import Cursor, CursorError
 from ..auth.forms import EmptyForm
 from ..errors import abort_with
@@ -135,7 +136,7 @@ def queue():
         page=page,
         filters=filters,
         filter_args=filters.as_args(),
-        crews=services.crews_for_filter(),
+        crews=crew_choices(),
         ages=services.AGE_WINDOWS,
         first_page=after is None,
         action=EmptyForm(),

@@ -160,3 +160,30 @@ def test_review_next_respects_filters(app, client, login_as, make_round):
     login_as("reviewer")
     response = client.post("/next", data={"task": "beta"})
     assert response.headers["Location"] == f"/rounds/{wanted}"
+
+
+def test_a_text_count_past_the_cap_is_shown_as_a_lower_bound(client, login_as, make_round, monkeypatch):
+    monkeypatch.setattr(services, "TEXT_COUNT_CAP", 2)
+    ids = [make_round(f"needle number {i}") for i in range(3)]
+    make_round("hay only")
+    login_as("reviewer")
+    page = client.get("/", query_string={"q": "needle"}).get_data(as_text=True)
+    assert listed_ids(page) == ids  # the rows stay exact
+    assert "<strong>2+</strong> pending rounds match these filters" in page
+    at_cap = client.get("/", query_string={"q": "number 1"}).get_data(as_text=True)
+    assert "<strong>1</strong> pending round match these filters" in at_cap
+
+
+def test_the_count_is_exact_on_every_page_and_past_the_end(app, client, login_as, make_round):
+    """The count rides on the page query; a page past the end still counts."""
+    ids = [make_round(f"item {i}") for i in range(services.QUEUE_PAGE_SIZE + 2)]
+    login_as("reviewer")
+    with app.app_context():
+        last = round_row(app, ids[-1])
+        beyond = Cursor(last.received_at, last.id).encode()
+    second = client.get("/", query_string={"after": Cursor.decode(beyond).encode()})
+    assert f"<strong>{len(ids)}</strong> pending rounds" in second.get_data(as_text=True)
+    with app.app_context():
+        empty = services.list_queue(QueueFilters(task_id="nothing-like-this"))
+        assert (empty.rows, empty.total) == ([], 0)
+        assert services.count_queue(QueueFilters()) == (len(ids), False)
