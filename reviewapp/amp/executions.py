@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from flask import current_app
 from sqlalchemy import Table, bindparam, select, update
@@ -50,6 +50,17 @@ _TO_PENDING_REVIEW = (
 )
 
 
+class CrewRef(Protocol):
+    """What the receivers need of a crew: a ``Crew`` row, or the few columns the
+    receiver reads with a plain query."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def name(self) -> str: ...
+
+
 class PayloadError(ValueError):
     """A delivery that cannot be understood; the message says what is missing."""
 
@@ -66,7 +77,7 @@ def record_execution_event(
 
 
 def record_delivery(
-    crew: Crew | None,
+    crew: CrewRef | None,
     kind: WebhookKind,
     *,
     outcome: str,
@@ -98,6 +109,7 @@ def sha256_text(text: str) -> str:
 def _ignoring_insert(dialect: str, table: Table) -> Any:
     """``INSERT .. ON CONFLICT DO NOTHING RETURNING id`` for ``table``, built once: the
     values are bound at execution (no statement building or cache-key walk per row)."""
+    stmt: Any
     if dialect == "postgresql":
         stmt = postgresql.insert(table).on_conflict_do_nothing()
     elif dialect == "sqlite":
@@ -159,7 +171,7 @@ def _now():
 # --------------------------------------------------------------------------- executions
 
 
-def find_execution(crew: Crew, kickoff_id: str) -> Execution | None:
+def find_execution(crew: CrewRef, kickoff_id: str) -> Execution | None:
     return db.session.scalar(
         select(Execution).where(Execution.crew_id == crew.id, Execution.kickoff_id == kickoff_id)
     )
@@ -185,7 +197,7 @@ def _discovered_message(heard_from: str) -> str:
 
 
 def ensure_execution(
-    crew: Crew, kickoff_id: str, *, status: ExecutionStatus, heard_from: str
+    crew: CrewRef, kickoff_id: str, *, status: ExecutionStatus, heard_from: str
 ) -> tuple[Execution, bool]:
     """The execution ``kickoff_id`` of ``crew``, created with ``status`` if new."""
     created = _new_execution(crew.id, kickoff_id, status) is not None
@@ -369,7 +381,7 @@ def _execution_facts(stmt: Any, params: dict[str, Any]) -> _ExecutionFacts | Non
     return _ExecutionFacts(id=rows[0][0], status=rows[0][1], rounds=rounds)
 
 
-def _facts_for_notice(crew: Crew, kickoff_id: str) -> _ExecutionFacts:
+def _facts_for_notice(crew: CrewRef, kickoff_id: str) -> _ExecutionFacts:
     """The execution a human-input notification is about, created (and noted as
     discovered) when reviewapp has not heard of it."""
     where = {"crew_id": crew.id, "kickoff_id": kickoff_id}
@@ -504,7 +516,7 @@ def store_round(
 
 
 def receive_human_input(
-    crew: Crew, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
+    crew: CrewRef, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
 ) -> StoredRound:
     """Store a human-input notification: the execution (if new), its review round and the
     delivery record, in a few plain statements (the receiver's hot path).
@@ -555,7 +567,7 @@ def _canonical_digest(payload: dict[str, Any]) -> str:
     return sha256_text(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
 
-def note_progress(crew: Crew, kind: WebhookKind, payload: dict[str, Any]) -> tuple[Execution, bool]:
+def note_progress(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any]) -> tuple[Execution, bool]:
     """A task-completed or step notification: one timeline entry (deduplicated)."""
     execution, _ = ensure_execution(
         crew, execution_id_of(payload), status=ExecutionStatus.RUNNING, heard_from=kind.value
@@ -581,7 +593,7 @@ def note_progress(crew: Crew, kind: WebhookKind, payload: dict[str, Any]) -> tup
     return execution, True
 
 
-def note_crew_finished(crew: Crew, payload: dict[str, Any]) -> tuple[Execution, bool]:
+def note_crew_finished(crew: CrewRef, payload: dict[str, Any]) -> tuple[Execution, bool]:
     """The execution-completed notification (``crewWebhookUrl``)."""
     execution, _ = ensure_execution(
         crew, execution_id_of(payload), status=ExecutionStatus.RUNNING, heard_from="crew"

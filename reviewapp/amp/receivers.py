@@ -22,22 +22,23 @@ import re
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import Table, bindparam, select
 from werkzeug.exceptions import ClientDisconnected
 
 from ..access import public
 from ..audit.services import record_security_event
 from ..extensions import csrf, db
 from ..models import Crew, WebhookKind
-from .crews import get_crew
-from .crypto import SecretUnreadable
+from .crypto import SecretUnreadable, decrypt_secret
 from .executions import (
+    CrewRef,
     PayloadError,
     note_crew_finished,
     note_progress,
     record_delivery,
 )
 from .executions import receive_human_input as ingest_human_input  # the lean path, no ORM round
-from .webhooks import REDACTED, SEGMENT_KINDS, inbound_secret
+from .webhooks import REDACTED, SEGMENT_KINDS
 
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("reviewapp.amp.receivers")
@@ -81,6 +82,18 @@ class Refused(Exception):
         self.keep_payload = keep_payload
 
 
+_CREWS: Table = Crew.__table__  # type: ignore[assignment]
+# The columns a receiver needs, read with a plain query (no ORM object per delivery).
+_CREW_BY_NAME = select(_CREWS.c.id, _CREWS.c.name, _CREWS.c.inbound_secret_encrypted).where(
+    _CREWS.c.name == bindparam("name")
+)
+
+
+def _crew_named(name: str) -> Any:
+    """The crew's id, name and encrypted inbound secret, or None."""
+    return db.session.execute(_CREW_BY_NAME, {"name": name}).first()
+
+
 def _max_bytes() -> int:
     configured = int(current_app.config.get("AMP_WEBHOOK_MAX_BYTES", DEFAULT_MAX_BYTES))
     app_limit = current_app.config.get("MAX_CONTENT_LENGTH")
@@ -116,9 +129,9 @@ def _presented_secret(path_secret: str | None) -> str | None:
     return None
 
 
-def _authenticate(crew: Crew, path_secret: str | None) -> None:
+def _authenticate(crew: Any, path_secret: str | None) -> None:
     try:
-        expected = inbound_secret(crew)
+        expected = decrypt_secret(crew.inbound_secret_encrypted)
     except SecretUnreadable as exc:
         raise Refused(503, "Service Unavailable",
                       "reviewapp cannot read this crew's inbound secret; an admin must fix the "
@@ -142,7 +155,7 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str]:
     return payload, text
 
 
-def _process(crew: Crew, kind: WebhookKind, payload: dict[str, Any], text: str) -> dict[str, Any]:
+def _process(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any], text: str) -> dict[str, Any]:
     ip = request.remote_addr
     if kind is WebhookKind.HUMAN_INPUT:
         round_ = ingest_human_input(crew, payload, raw=text, source_ip=ip)
@@ -158,7 +171,7 @@ def _process(crew: Crew, kind: WebhookKind, payload: dict[str, Any], text: str) 
 
 
 def _store_rejection(
-    crew: Crew | None, kind: WebhookKind, error: str, payload: str | None, *, auth_failure: bool = False
+    crew: CrewRef | None, kind: WebhookKind, error: str, payload: str | None, *, auth_failure: bool = False
 ) -> None:
     """Record a delivery we did not accept (and, for a wrong secret, a security event in
     the audit log); a database failure here is only logged."""
@@ -177,7 +190,7 @@ def _store_rejection(
         db.session.rollback()
 
 
-def _refusal(exc: Refused, crew: Crew | None, kind: WebhookKind, text: str | None) -> Any:
+def _refusal(exc: Refused, crew: CrewRef | None, kind: WebhookKind, text: str | None) -> Any:
     log.warning("webhook refused: crew=%r kind=%s status=%s reason=%r ip=%r",
                 crew.name if crew else None, kind.value, exc.status, exc.message, request.remote_addr)
     _store_rejection(crew, kind, f"{exc.status}: {exc.message}", text if exc.keep_payload else None,
@@ -193,10 +206,10 @@ def receive(crew_name: str, segment: str, path_secret: str | None = None) -> Any
     kind = SEGMENT_KINDS.get(segment)
     if kind is None:
         return jsonify(error="Not Found", message="Unknown receiver; use human-input, task, step or crew."), 404
-    crew: Crew | None = None
+    crew: Any = None
     text: str | None = None
     try:
-        crew = get_crew(crew_name)
+        crew = _crew_named(crew_name)
         if crew is None:
             raise Refused(404, "Not Found", "No crew with this name is registered.", keep_payload=False)
         raw = _read_body()
