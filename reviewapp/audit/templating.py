@@ -27,8 +27,10 @@ def when(value: datetime | None) -> Markup:
     """A UTC timestamp as ``<time>`` to the second, or a dash."""
     if not value:
         return Markup("—")
-    return Markup('<time datetime="{}">{}</time>').format(
-        value.isoformat(), value.strftime("%Y-%m-%d %H:%M:%S")
+    # Markup % escapes its arguments like Markup.format(), without string.Formatter (slow).
+    return Markup('<time datetime="%s">%s</time>') % (
+        value.isoformat(),
+        value.strftime("%Y-%m-%d %H:%M:%S"),
     )
 
 
@@ -36,9 +38,7 @@ def job_badge(state: JobState | None) -> Markup:
     """A resume job's state as a coloured badge ("no job" without one)."""
     if state is None:
         return Markup('<span class="badge ">no job</span>')
-    return Markup('<span class="badge {}">{}</span>').format(
-        JOB_BADGE_CLASSES.get(state, ""), state.value
-    )
+    return Markup('<span class="badge %s">%s</span>') % (JOB_BADGE_CLASSES.get(state, ""), state.value)
 
 
 FILTERS = {"when": when, "job_badge": job_badge}
