@@ -249,7 +249,10 @@ def seed(
                 for table in db.metadata.sorted_tables:
                     if "id" in table.c:
                         _reset_sequence(conn, table.name)
-                conn.exec_driver_sql("ANALYZE")
+            # VACUUM sets the visibility map (index-only scans, as a server with
+            # autovacuum would have by then); it cannot run inside a transaction.
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
         else:
             with engine.begin() as conn:
                 conn.exec_driver_sql("ANALYZE")

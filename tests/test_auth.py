@@ -137,3 +137,13 @@ def test_logout_revokes_a_copied_session_cookie(app, client, make_user, auth):
     # logging in again gives a fresh, working session
     assert auth.login("ann").status_code == 302
     assert client.get("/").status_code == 200
+
+
+@pytest.mark.parametrize("raw", ["1:1", "9" * 40 + ":1", "1:" + "9" * 40, "-1:1", "x:1", "1"])
+def test_load_user_refuses_ids_it_cannot_hold(app, make_user, raw):
+    from reviewapp.auth.services import load_user
+
+    make_user("ann")
+    with app.app_context():
+        user = load_user(raw)
+    assert (user is not None) == (raw == "1:1")

@@ -25,6 +25,9 @@ def get_by_username(username: str) -> User | None:
     )
 
 
+MAX_ID = 2**31  # the id and session_version columns are 32-bit integers
+
+
 def load_user(user_id: str) -> User | None:
     """Flask-Login loader. The id carries the session version: a bumped version
     (deactivation, role or password change) makes every older cookie worthless."""
@@ -33,6 +36,8 @@ def load_user(user_id: str) -> User | None:
         uid, version = int(raw_id), int(raw_version)
     except ValueError:
         return None
+    if not (0 < uid < MAX_ID and 0 <= version < MAX_ID):
+        return None  # out of the integer column's range: no such user
     user = db.session.get(User, uid)
     if user is None or not user.active or user.session_version != version:
         return None
