@@ -4,6 +4,7 @@ and URL prefixes that let a many-row page link each row without a ``url_for`` pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from flask import Flask, current_app, request, url_for
 from flask_login import current_user
@@ -77,7 +78,8 @@ def url_prefix(endpoint: str, argument: str) -> str:
     ``url_prefix('reviews.review', 'round_id')`` is ``/rounds/``, so a template appends
     each row's id instead of building 50 URLs through the routing map."""
     marker = str(_SENTINEL)
-    url = url_for(endpoint, **{argument: _SENTINEL})
+    values: dict[str, Any] = {argument: _SENTINEL}
+    url = url_for(endpoint, **values)
     if not url.endswith(marker) or url.count(marker) != 1:
         raise ValueError(f"{argument} is not the last part of the URL of {endpoint}")
     return url[: -len(marker)]

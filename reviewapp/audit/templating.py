@@ -8,7 +8,9 @@ so each piece of markup is written once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 from markupsafe import Markup
 
@@ -41,4 +43,4 @@ def job_badge(state: JobState | None) -> Markup:
     return Markup('<span class="badge %s">%s</span>') % (JOB_BADGE_CLASSES.get(state, ""), state.value)
 
 
-FILTERS = {"when": when, "job_badge": job_badge}
+FILTERS: dict[str, Callable[..., Any]] = {"when": when, "job_badge": job_badge}
