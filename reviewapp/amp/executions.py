@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, Text, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..audit.services import record_event
@@ -209,6 +209,54 @@ def ensure_execution(
     return execution, created
 
 
+_TO_STALE = (
+    update(_ROUNDS)
+    .where(_ROUNDS.c.id == bindparam("round_id"), _ROUNDS.c.state == RoundState.PENDING)
+    .values(state=RoundState.STALE, stale_reason=bindparam("reason"))
+)
+
+
+def _pending_rounds(
+    execution_id: int,
+    *,
+    task_id: str | None = None,
+    exclude_round_id: int | None = None,
+    received_before: datetime | None = None,
+) -> list[Any]:
+    """The pending rounds of an execution: (id, task_id, round_number) rows."""
+    query = select(_ROUNDS.c.id, _ROUNDS.c.task_id, _ROUNDS.c.round_number).where(
+        _ROUNDS.c.execution_id == execution_id, _ROUNDS.c.state == RoundState.PENDING
+    )
+    if task_id is not None:
+        query = query.where(_ROUNDS.c.task_id == task_id)
+    if exclude_round_id is not None:
+        query = query.where(_ROUNDS.c.id != exclude_round_id)
+    if received_before is not None:
+        query = query.where(_ROUNDS.c.received_at <= received_before)
+    return list(db.session.execute(query).all())
+
+
+def _make_stale(round_: Any, reason: str, kickoff_id: str) -> bool:
+    """One pending round -> STALE, unless it was decided a moment ago (conditional
+    UPDATE, so a concurrent decision is never overwritten); audited when it changed."""
+    result = db.session.execute(_TO_STALE, {"round_id": round_.id, "reason": reason})
+    if getattr(result, "rowcount", 0) != 1:
+        return False
+    record_event(
+        "round_stale",
+        actor_name="system",
+        target_type="round",
+        target_id=round_.id,
+        target_name=f"{round_.task_id} round {round_.round_number}",
+        details={"reason": reason, "execution": kickoff_id},
+    )
+    return True
+
+
+def _stale_event_data(round_: Any) -> dict[str, Any]:
+    return {"round_id": round_.id, "task_id": round_.task_id, "round_number": round_.round_number}
+
+
 def mark_pending_rounds_stale(
     execution: Execution,
     reason: str,
@@ -221,39 +269,17 @@ def mark_pending_rounds_stale(
 
     Each row is changed with a conditional UPDATE, so a round decided at the same moment
     is never overwritten."""
-    query = select(ReviewRound).where(
-        ReviewRound.execution_id == execution.id, ReviewRound.state == RoundState.PENDING
-    )
-    if task_id is not None:
-        query = query.where(ReviewRound.task_id == task_id)
-    if exclude_round_id is not None:
-        query = query.where(ReviewRound.id != exclude_round_id)
-    if received_before is not None:
-        query = query.where(ReviewRound.received_at <= received_before)
     changed = 0
-    for round_ in list(db.session.scalars(query)):
-        result = db.session.execute(
-            update(ReviewRound)
-            .where(ReviewRound.id == round_.id, ReviewRound.state == RoundState.PENDING)
-            .values(state=RoundState.STALE, stale_reason=reason)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(result, "rowcount", 0) != 1:
+    rows = _pending_rounds(execution.id, task_id=task_id, exclude_round_id=exclude_round_id,
+                           received_before=received_before)
+    for round_ in rows:
+        if not _make_stale(round_, reason, execution.kickoff_id):
             continue
-        db.session.expire(round_)
+        loaded = db.session.identity_map.get(db.session.identity_key(ReviewRound, round_.id))
+        if loaded is not None:
+            db.session.expire(loaded)
         changed += 1
-        record_execution_event(
-            execution, "round_stale", reason, {"round_id": round_.id, "task_id": round_.task_id,
-                                               "round_number": round_.round_number}
-        )
-        record_event(
-            "round_stale",
-            actor_name="system",
-            target_type="round",
-            target_id=round_.id,
-            target_name=f"{round_.task_id} round {round_.round_number}",
-            details={"reason": reason, "execution": execution.kickoff_id},
-        )
+        record_execution_event(execution, "round_stale", reason, _stale_event_data(round_))
     return changed
 
 
@@ -276,7 +302,7 @@ def finish_execution(
     if token_usage:
         execution.token_usage = token_usage
     execution.next_status_check_at = None
-    word = "completed" if status is ExecutionStatus.COMPLETED else "failed"
+    word = _finish_word(status)
     record_execution_event(execution, word, f"AMP reports the execution {word} ({source}).",
                            {"error": error[:SUMMARY_LIMIT]} if error else None)
     mark_pending_rounds_stale(execution, f"The execution {word} ({source}); it no longer waits for a review.")
@@ -381,22 +407,34 @@ def _execution_facts(stmt: Any, params: dict[str, Any]) -> _ExecutionFacts | Non
     return _ExecutionFacts(id=rows[0][0], status=rows[0][1], rounds=rounds)
 
 
-def _facts_for_notice(crew: CrewRef, kickoff_id: str) -> _ExecutionFacts:
-    """The execution a human-input notification is about, created (and noted as
-    discovered) when reviewapp has not heard of it."""
+def _known_or_new(
+    crew: CrewRef, kickoff_id: str, read: Any, *, status: ExecutionStatus, heard_from: str
+) -> _ExecutionFacts:
+    """The facts ``read`` finds about execution ``kickoff_id``; the execution is created
+    with ``status`` (and noted as discovered) when reviewapp has not heard of it."""
     where = {"crew_id": crew.id, "kickoff_id": kickoff_id}
-    facts = _execution_facts(_FACTS_BY_KICKOFF, where)
+    facts = read(where)
     if facts is not None:
         return facts
-    new_id = _new_execution(crew.id, kickoff_id, ExecutionStatus.PENDING_REVIEW)
+    new_id = _new_execution(crew.id, kickoff_id, status)
     if new_id is None:  # a concurrent delivery created it a moment ago
-        facts = _execution_facts(_FACTS_BY_KICKOFF, where)
+        facts = read(where)
         if facts is None:  # pragma: no cover - the row exists by now
             raise RuntimeError("execution vanished after insert")
         return facts
-    facts = _ExecutionFacts(id=new_id, status=ExecutionStatus.PENDING_REVIEW, rounds=[])
-    facts.add_event("discovered", _discovered_message("human-input"))
+    facts = _ExecutionFacts(id=new_id, status=status, rounds=[])
+    facts.add_event("discovered", _discovered_message(heard_from))
     return facts
+
+
+def _facts_with_rounds(where: dict[str, Any]) -> _ExecutionFacts | None:
+    return _execution_facts(_FACTS_BY_KICKOFF, where)
+
+
+def _facts_for_notice(crew: CrewRef, kickoff_id: str) -> _ExecutionFacts:
+    """The execution a human-input notification is about (created if new)."""
+    return _known_or_new(crew, kickoff_id, _facts_with_rounds,
+                         status=ExecutionStatus.PENDING_REVIEW, heard_from="human-input")
 
 
 def _rerun_confirmed(round_: ReviewRound) -> bool:
@@ -554,12 +592,28 @@ def ingest_human_input(
 # --------------------------------------------------------------------------- other webhooks
 
 
-def _already_recorded(execution: Execution, kind: str, digest: str) -> bool:
-    rows = db.session.scalars(
-        select(ExecutionEvent.data).where(
-            ExecutionEvent.execution_id == execution.id, ExecutionEvent.kind == kind
-        )
-    )
+_STATUS_BY_KICKOFF = select(_EXECUTIONS.c.id, _EXECUTIONS.c.status).where(
+    _EXECUTIONS.c.crew_id == bindparam("crew_id"), _EXECUTIONS.c.kickoff_id == bindparam("kickoff_id")
+)
+_EVENT_DATA = select(_EVENTS.c.data).where(
+    _EVENTS.c.execution_id == bindparam("execution_id"), _EVENTS.c.kind == bindparam("kind")
+)
+
+
+def _execution_status(where: dict[str, Any]) -> _ExecutionFacts | None:
+    """The execution's id and status (its rounds are not read: these paths need none)."""
+    row = db.session.execute(_STATUS_BY_KICKOFF, where).first()
+    return _ExecutionFacts(id=row[0], status=row[1], rounds=[]) if row is not None else None
+
+
+def _facts_for_progress(crew: CrewRef, payload: dict[str, Any], heard_from: str) -> _ExecutionFacts:
+    """The execution a task, step or crew notification is about (created as running)."""
+    return _known_or_new(crew, execution_id_of(payload), _execution_status,
+                         status=ExecutionStatus.RUNNING, heard_from=heard_from)
+
+
+def _already_recorded(execution_id: int, kind: str, digest: str) -> bool:
+    rows = db.session.scalars(_EVENT_DATA, {"execution_id": execution_id, "kind": kind})
     return any(isinstance(data, dict) and data.get("sha256") == digest for data in rows)
 
 
@@ -567,50 +621,111 @@ def _canonical_digest(payload: dict[str, Any]) -> str:
     return sha256_text(json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str))
 
 
-def note_progress(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any]) -> tuple[Execution, bool]:
-    """A task-completed or step notification: one timeline entry (deduplicated)."""
-    execution, _ = ensure_execution(
-        crew, execution_id_of(payload), status=ExecutionStatus.RUNNING, heard_from=kind.value
-    )
-    digest = _canonical_digest(payload)
-    event_kind = "task_completed" if kind is WebhookKind.TASK else "step"
-    if _already_recorded(execution, event_kind, digest):
-        return execution, False
+def _progress_entry(kind: WebhookKind, payload: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
+    """The timeline entry (kind, message, data) of a task-completed or step notification."""
     if kind is WebhookKind.TASK:
         name = _short_text(pick(payload, "name", "task_name", "description"), 200) or "a task"
-        message = f"Task {name} completed."
         summary = _short_text(pick(payload, "summary", "output"), SUMMARY_LIMIT)
         data = {"name": name, "agent": _short_text(payload.get("agent"), 200), "summary": summary}
-    else:
-        message = "Agent step."
-        data = {
-            "thought": _short_text(payload.get("thought"), SUMMARY_LIMIT),
-            "tool": _short_text(payload.get("tool"), 200),
-            "result": _short_text(payload.get("result"), SUMMARY_LIMIT),
-        }
-    data["sha256"] = digest
-    record_execution_event(execution, event_kind, message, data)
-    return execution, True
+        return "task_completed", f"Task {name} completed.", data
+    return "step", "Agent step.", {
+        "thought": _short_text(payload.get("thought"), SUMMARY_LIMIT),
+        "tool": _short_text(payload.get("tool"), 200),
+        "result": _short_text(payload.get("result"), SUMMARY_LIMIT),
+    }
 
 
-def note_crew_finished(crew: CrewRef, payload: dict[str, Any]) -> tuple[Execution, bool]:
-    """The execution-completed notification (``crewWebhookUrl``)."""
-    execution, _ = ensure_execution(
-        crew, execution_id_of(payload), status=ExecutionStatus.RUNNING, heard_from="crew"
+def note_progress(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any]) -> tuple[int, bool]:
+    """A task-completed or step notification: one timeline entry, deduplicated by the
+    payload's canonical digest. Returns (execution id, whether an entry was added), in a
+    few plain statements (the receiver's hot path)."""
+    facts = _facts_for_progress(crew, payload, kind.value)
+    digest = _canonical_digest(payload)
+    event_kind, message, data = _progress_entry(kind, payload)
+    new = bool(facts.events)  # just discovered: nothing recorded yet
+    added = new or not _already_recorded(facts.id, event_kind, digest)
+    if added:
+        facts.add_event(event_kind, message, {**data, "sha256": digest})
+    facts.insert_events()
+    return facts.id, added
+
+
+def _finishing(with_usage: bool) -> Any:
+    """UPDATE of a not-yet-finished execution to its final status; ``result`` and
+    ``error`` keep their stored value when not given, and so does ``token_usage`` unless
+    ``with_usage``."""
+    values: dict[str, Any] = {
+        "status": bindparam("new_status"),
+        "finished_at": bindparam("now"),
+        "updated_at": bindparam("now"),
+        "result": func.coalesce(bindparam("new_result", type_=Text), _EXECUTIONS.c.result),
+        "error": func.coalesce(bindparam("new_error", type_=Text), _EXECUTIONS.c.error),
+        "next_status_check_at": None,
+    }
+    if with_usage:
+        values["token_usage"] = bindparam("new_usage", type_=_EXECUTIONS.c.token_usage.type)
+    return (
+        update(_EXECUTIONS)
+        .where(_EXECUTIONS.c.id == bindparam("execution_id"),
+               _EXECUTIONS.c.status.not_in([ExecutionStatus.COMPLETED, ExecutionStatus.FAILED]))
+        .values(**values)
     )
+
+
+_FINISH = {False: _finishing(False), True: _finishing(True)}
+
+
+def _finish_word(status: ExecutionStatus) -> str:
+    return "completed" if status is ExecutionStatus.COMPLETED else "failed"
+
+
+def _finish_facts(
+    facts: _ExecutionFacts, kickoff_id: str, status: ExecutionStatus, *, result: str | None,
+    error: str | None, token_usage: dict[str, Any] | None, source: str,
+) -> bool:
+    """:func:`finish_execution` for the receiver's hot path, in plain statements: the
+    conditional UPDATE changes the execution once (a concurrent finish wins or loses as
+    a whole), then its timeline entry and the stale marking of its pending rounds."""
+    if facts.status.finished:
+        return False
+    # Parameter names differ from the column names: a parameter named like a column
+    # would set that column too.
+    params = {"execution_id": facts.id, "new_status": status, "now": _now(), "new_result": result,
+              "new_error": error}
+    if token_usage:
+        params["new_usage"] = token_usage
+    outcome = db.session.execute(_FINISH[bool(token_usage)], params)
+    if getattr(outcome, "rowcount", 0) != 1:
+        return False
+    word = _finish_word(status)
+    facts.add_event(word, f"AMP reports the execution {word} ({source}).",
+                    {"error": error[:SUMMARY_LIMIT]} if error else None)
+    reason = f"The execution {word} ({source}); it no longer waits for a review."
+    for round_ in _pending_rounds(facts.id):
+        if _make_stale(round_, reason, kickoff_id):
+            facts.add_event("round_stale", reason, _stale_event_data(round_))
+    return True
+
+
+def note_crew_finished(crew: CrewRef, payload: dict[str, Any]) -> tuple[int, bool]:
+    """The execution-completed notification (``crewWebhookUrl``). Returns (execution id,
+    whether it changed the execution)."""
+    facts = _facts_for_progress(crew, payload, "crew")
     error = _short_text(payload.get("error"), 4000)
     state = pick(payload, "status", "state")
     failed = bool(error) or (isinstance(state, str) and state.strip().lower() in {"failed", "error"})
     usage = payload.get("token_usage")
-    changed = finish_execution(
-        execution,
+    changed = _finish_facts(
+        facts,
+        execution_id_of(payload),
         ExecutionStatus.FAILED if failed else ExecutionStatus.COMPLETED,
         result=as_text(payload.get("result")),
         error=error,
         token_usage=usage if isinstance(usage, dict) else None,
         source="crew webhook",
     )
-    return execution, changed
+    facts.insert_events()
+    return facts.id, changed
 
 
 # --------------------------------------------------------------------------- kickoff

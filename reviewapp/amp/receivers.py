@@ -162,11 +162,11 @@ def _process(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any], text: st
         return {"status": "accepted" if round_.created else "duplicate", "task_id": round_.task_id,
                 "round": round_.round_number}
     if kind is WebhookKind.CREW:
-        execution, changed = note_crew_finished(crew, payload)
+        execution_id, changed = note_crew_finished(crew, payload)
     else:
-        execution, changed = note_progress(crew, kind, payload)
+        execution_id, changed = note_progress(crew, kind, payload)
     outcome = "accepted" if changed else "duplicate"
-    record_delivery(crew, kind, outcome=outcome, payload=text, execution_id=execution.id, source_ip=ip)
+    record_delivery(crew, kind, outcome=outcome, payload=text, execution_id=execution_id, source_ip=ip)
     return {"status": outcome}
 
 
