@@ -233,6 +233,29 @@ def test_crew_webhook_completes_and_stales_pending_rounds(app, research, hook):
         assert round_.state is RoundState.STALE and "completed" in round_.stale_reason
 
 
+def test_crew_webhook_without_result_keeps_what_was_stored_and_finishes_once(app, research, hook):
+    hook(research, "human-input", notice())
+    with app.app_context():
+        execution = execution_of(EXEC)
+        execution.result, execution.token_usage = "from the status check", {"total_tokens": 7}
+        db.session.commit()
+    assert hook(research, "crew", {"kickoff_id": EXEC}).json == {"status": "accepted"}
+    # a later, different delivery cannot finish it a second time (nor turn it failed)
+    hook(research, "crew", {"kickoff_id": EXEC, "error": "late and wrong"})
+    with app.app_context():
+        execution = execution_of(EXEC)
+        assert execution.status is ExecutionStatus.COMPLETED and execution.error is None
+        assert execution.result == "from the status check"
+        assert execution.token_usage == {"total_tokens": 7}
+        finished = db.session.scalars(
+            select(ExecutionEvent).where(
+                ExecutionEvent.execution_id == execution.id,
+                ExecutionEvent.kind.in_(["completed", "failed"]),
+            )
+        ).all()
+        assert [e.kind for e in finished] == ["completed"]
+
+
 def test_crew_webhook_with_an_error_marks_failed(app, research, hook):
     hook(research, "crew", {"kickoff_id": EXEC, "error": "The LLM quota ran out"})
     with app.app_context():
