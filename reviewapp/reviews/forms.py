@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import SelectField, SubmitField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
 from .services import FEEDBACK_MAX_CHARS
@@ -19,7 +20,7 @@ class DecisionForm(FlaskForm):
     revise = SubmitField("Request revision")
 
     def set_reasons(self, reasons: list[str]) -> DecisionForm:
-        self.reason.choices = [("", "— none —")] + [(code, code) for code in reasons]
+        self.reason.choices = [SelectChoice("", "— none —")] + [SelectChoice(code) for code in reasons]
         return self
 
     def validate(self, extra_validators=None) -> bool:
