@@ -41,8 +41,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     _init_extensions(app)
     _register_blueprints(app)
 
-    from . import access, errors, nav, security
+    from . import access, errors, nav, security, statements
 
+    statements.init_app(app)
     security.init_app(app)  # first: session timeouts must run before the access check
     access.init_app(app)
     nav.init_app(app)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, SQLColumnExpression, literal, tuple_
+from sqlalchemy import BigInteger, Select, SQLColumnExpression, bindparam, tuple_
 
 from ..extensions import db
 from ..models import UtcDateTime
+from ..statements import inline
 
 PAGE_SIZE = 50
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -68,8 +69,60 @@ def parse_cursors(args: Any) -> tuple[Cursor | None, Cursor | None]:
     )
 
 
-def _position(cursor: Cursor) -> Any:
-    return tuple_(literal(cursor.created_at, UtcDateTime()), literal(cursor.id))
+FIRST, AFTER, BEFORE = "first", "after", "before"  # which page: newest, older, newer
+
+
+def direction_of(after: Cursor | None, before: Cursor | None) -> tuple[str, Cursor | None]:
+    if before is not None:
+        return BEFORE, before
+    if after is not None:
+        return AFTER, after
+    return FIRST, None
+
+
+def cursor_parameters(cursor: Cursor | None) -> dict[str, Any]:
+    """The values of :func:`keyset_statement`'s position parameters."""
+    return {} if cursor is None else {"cursor_at": cursor.created_at, "cursor_id": cursor.id}
+
+
+def keyset_statement(
+    stmt: Select, created: SQLColumnExpression[Any], ident: SQLColumnExpression[Any], direction: str,
+    *, size: int = PAGE_SIZE,
+) -> Select:
+    """``stmt`` (which must select ``created_at`` and ``id`` labels) narrowed to the
+    ``size + 1`` rows of one page in ``direction``; the cursor's position is bound as the
+    parameters ``cursor_at`` and ``cursor_id`` (:func:`cursor_parameters`), so a caller
+    can build the statement once and run it for every cursor."""
+    key = tuple_(created, ident)
+    position = tuple_(
+        bindparam("cursor_at", type_=UtcDateTime()), bindparam("cursor_id", type_=BigInteger())
+    )
+    if direction == BEFORE:
+        stmt = stmt.where(key > position).order_by(created.asc(), ident.asc())
+    elif direction == AFTER:
+        stmt = stmt.where(key < position).order_by(created.desc(), ident.desc())
+    else:
+        stmt = stmt.order_by(created.desc(), ident.desc())
+    return stmt.limit(inline(size + 1))
+
+
+def reached_newest(rows: list[Any], direction: str, *, size: int = PAGE_SIZE) -> bool:
+    """A "newer" page that reached the newest rows: the first page is shown instead of
+    a short one."""
+    return direction == BEFORE and len(rows) <= size
+
+
+def page_of(rows: list[Any], direction: str, *, size: int = PAGE_SIZE) -> Page:
+    """The page shown for the ``size + 1`` rows a :func:`keyset_statement` returned
+    (unless :func:`reached_newest`)."""
+    if direction == BEFORE:
+        newest_first = list(reversed(rows[:size]))
+        return Page(newest_first, _cursor(newest_first[0]), _cursor(newest_first[-1]))
+    if direction == AFTER:
+        # Past the end (an old link, or rows beyond it): no links; the page offers the first.
+        newer = _cursor(rows[0]) if rows else None
+        return Page(rows[:size], newer, _older(rows, size))
+    return Page(rows[:size], None, _older(rows, size))
 
 
 def keyset_page(
@@ -82,24 +135,15 @@ def keyset_page(
     size: int = PAGE_SIZE,
 ) -> Page:
     """One page of ``stmt`` (which must select ``created_at`` and ``id`` labels)."""
-    key = tuple_(created, ident)
-    if before is not None:
-        rows = _fetch(stmt.where(key > _position(before)), created.asc(), ident.asc(), size)
-        if len(rows) > size:
-            newest_first = list(reversed(rows[:size]))
-            return Page(newest_first, _cursor(newest_first[0]), _cursor(newest_first[-1]))
-        # Reached the newest rows: show a full first page instead of a short one.
-    elif after is not None:
-        rows = _fetch(stmt.where(key < _position(after)), created.desc(), ident.desc(), size)
-        # Past the end (an old link, or rows beyond it): no links; the page offers the first.
-        newer = _cursor(rows[0]) if rows else None
-        return Page(rows[:size], newer, _older(rows, size))
-    rows = _fetch(stmt, created.desc(), ident.desc(), size)
-    return Page(rows[:size], None, _older(rows, size))
+    direction, cursor = direction_of(after, before)
+    rows = _fetch(keyset_statement(stmt, created, ident, direction, size=size), cursor)
+    if reached_newest(rows, direction, size=size):
+        direction, rows = FIRST, _fetch(keyset_statement(stmt, created, ident, FIRST, size=size), None)
+    return page_of(rows, direction, size=size)
 
 
-def _fetch(stmt: Select, first: Any, second: Any, size: int) -> list[Any]:
-    return list(db.session.execute(stmt.order_by(first, second).limit(size + 1)).all())
+def _fetch(stmt: Select, cursor: Cursor | None) -> list[Any]:
+    return list(db.session.execute(stmt, cursor_parameters(cursor)).all())
 
 
 def _cursor(row: Any) -> str:

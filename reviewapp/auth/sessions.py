@@ -17,12 +17,13 @@ from typing import Any
 
 from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import delete, select
+from sqlalchemy import Integer, String, bindparam, delete, select
 
 from ..audit.services import record_event
 from ..extensions import db
 from ..models import RevokedSession, User
 from . import clock
+from .services import MAX_ID
 
 log = logging.getLogger("reviewapp.security")
 
@@ -59,6 +60,12 @@ def revoke_current() -> None:
         db.session.add(RevokedSession(sid=sid, expires_at=max(expires, now)))
 
 
+# Built once, values bound: the statements of every authenticated request.
+_IS_REVOKED = select(RevokedSession.sid).where(RevokedSession.sid == bindparam("sid", type_=String())).exists()
+_USER_AND_REVOKED = select(User, _IS_REVOKED).where(User.id == bindparam("user_id", type_=Integer()))
+_REVOKED = select(_IS_REVOKED)
+
+
 def _revoked() -> bool:
     """Is this session's id on the revoked list? Asked in the statement that loads the
     session's user: kept alive on ``g``, the user stays in the (weak) identity map and
@@ -66,14 +73,13 @@ def _revoked() -> bool:
     sid = session.get(SID)
     if not isinstance(sid, str):
         return True
-    revoked = select(RevokedSession.sid).where(RevokedSession.sid == sid).exists()
     user_pk = str(session.get("_user_id", "")).split(":", 1)[0]  # User.get_id(): "<id>:<version>"
-    if user_pk.isascii() and user_pk.isdigit() and len(user_pk) <= 18:
-        row = db.session.execute(select(User, revoked).where(User.id == int(user_pk))).first()
+    if user_pk.isascii() and user_pk.isdigit() and len(user_pk) <= 18 and int(user_pk) < MAX_ID:
+        row = db.session.execute(_USER_AND_REVOKED, {"sid": sid, "user_id": int(user_pk)}).first()
         if row is not None:
             g.session_user = row[0]
             return bool(row[1])
-    return bool(db.session.scalar(select(revoked)))
+    return bool(db.session.scalar(_REVOKED, {"sid": sid}))
 
 
 def renew(user: User) -> None:

@@ -10,11 +10,16 @@ Diffs between rounds are computed with difflib and escaped by the template.
 from __future__ import annotations
 
 import difflib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import nh3
+from flask import current_app
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
@@ -75,9 +80,11 @@ RENDER_CACHE_MIN_CHARS = 16 * 1024
 RENDER_CACHE_ENTRIES = 16
 
 
-def render_markdown(text: str) -> Markup:
-    """Safe HTML for untrusted Markdown (the only place ``Markup`` wraps agent output)."""
-    html = _cached_html(text) if len(text) >= RENDER_CACHE_MIN_CHARS else _safe_html(text)
+def render_markdown(text: str, *, cached: bool = True) -> Markup:
+    """Safe HTML for untrusted Markdown (the only place ``Markup`` wraps agent output).
+    ``cached=False``: for a caller that keeps the result itself (:func:`shown_output`)."""
+    cache = cached and len(text) >= RENDER_CACHE_MIN_CHARS
+    html = _cached_html(text) if cache else _safe_html(text)
     return Markup(html)  # noqa: S704 - sanitised by nh3 in _safe_html
 
 
@@ -92,6 +99,141 @@ def _cached_html(text: str) -> str:
 
 def is_large(text: str) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) > RENDER_LIMIT_BYTES
+
+
+# --------------------------------------------------------------------------- review page
+
+
+@dataclass(frozen=True)
+class ShownOutput:
+    """What the review page shows of a round's output, without the text itself."""
+
+    chars: int  # its length in characters
+    large: bool  # above RENDER_LIMIT_BYTES: opens as raw text unless rendering is asked for
+    html: Markup | None  # sanitised HTML; None while only the raw text was asked for
+
+
+# Per process (and app), the outputs shown last, by round: a page shown again needs
+# neither the text (200 KB read, decompressed and decoded, several times over before)
+# nor a render. Bounded by the characters held.
+CACHE_CHARS = 32 * 1024 * 1024
+_LOCK_STRIPES = 16
+V = TypeVar("V")
+
+
+class _OutputCache(Generic[V]):
+    """A least-recently-used map bounded by the characters its values hold, safe across
+    threads. A render runs once per output at a time: concurrent requests for an output
+    missing in a fresh worker wait for the first one's render instead of each rendering."""
+
+    def __init__(self, size: Callable[[V], int], max_chars: int) -> None:
+        self._size = size
+        self.max_chars = max_chars
+        self._entries: OrderedDict[Hashable, V] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+        self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+
+    def get(self, key: Hashable) -> V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: V) -> None:
+        with self._lock:
+            previous = self._entries.pop(key, None)
+            if previous is not None:
+                self._chars -= self._size(previous)
+            self._entries[key] = value
+            self._chars += self._size(value)
+            while self._chars > self.max_chars and len(self._entries) > 1:
+                _, evicted = self._entries.popitem(last=False)
+                self._chars -= self._size(evicted)
+
+    @contextmanager
+    def filling(self, key: Hashable) -> Iterator[None]:
+        with self._stripes[hash(key) % _LOCK_STRIPES]:
+            yield
+
+
+def _app_cache(name: str, size: Callable[[V], int]) -> _OutputCache[V]:
+    """The app's cache ``name`` (per app: tests run many apps, each on its own database)."""
+    cache: _OutputCache[V] | None = current_app.extensions.get(name)
+    if cache is None:
+        cache = current_app.extensions.setdefault(name, _OutputCache(size, CACHE_CHARS))
+    return cache
+
+
+def _shown_cache() -> _OutputCache[ShownOutput]:
+    return _app_cache("reviewapp.shown_outputs", lambda shown: len(shown.html or ""))
+
+
+def _wants_html(large: bool, render: bool | None) -> bool:
+    return render if render is not None else not large
+
+
+def _answers(shown: ShownOutput, render: bool | None) -> bool:
+    return shown.html is not None or not _wants_html(shown.large, render)
+
+
+def _shown(text: str, render: bool | None) -> ShownOutput:
+    large = is_large(text)
+    html = render_markdown(text, cached=False) if _wants_html(large, render) else None
+    return ShownOutput(len(text), large, html)
+
+
+def shown_output(key: Hashable, load: Callable[[], str], *, render: bool | None) -> ShownOutput:
+    """The facts of an output and, if ``render`` (None: unless it is large), its HTML.
+
+    ``key`` must change whenever the text could (a round's id and digest: outputs never
+    change); ``load`` reads the text, called only when the cache cannot answer."""
+    cache = _shown_cache()
+    shown = cache.get(key)
+    if shown is not None and _answers(shown, render):
+        return shown
+    with cache.filling(key):
+        shown = cache.get(key)  # rendered meanwhile by the request this one waited for?
+        if shown is None or not _answers(shown, render):
+            shown = _shown(load(), render)
+            cache.put(key, shown)
+        return shown
+
+
+EARLIER_OUTPUT_CHARS = 20_000  # of an earlier round's output, the review page shows this much
+
+
+@dataclass(frozen=True)
+class OutputStart:
+    text: str  # the first EARLIER_OUTPUT_CHARS characters of an output
+    truncated: bool  # the output is longer
+
+
+def output_starts(
+    keys: dict[Hashable, int], load: Callable[[list[int], int], dict[int, str]]
+) -> dict[Hashable, OutputStart]:
+    """The starts of earlier rounds' outputs, by cache key (see :func:`shown_output`),
+    with ``load(round_ids, chars)`` reading those the cache lacks in one statement.
+
+    Kept per process like the shown outputs: the page shows five of them, whose reading
+    (each a slice of a compressed 200 KB value) cost the database more than the rest of
+    the page."""
+    cache: _OutputCache[OutputStart] = _app_cache("reviewapp.output_starts", lambda start: len(start.text))
+    starts: dict[Hashable, OutputStart] = {}
+    missing: dict[int, Hashable] = {}
+    for key, round_id in keys.items():
+        found = cache.get(key)
+        if found is None:
+            missing[round_id] = key
+        else:
+            starts[key] = found
+    if missing:
+        for round_id, text in load(list(missing), EARLIER_OUTPUT_CHARS + 1).items():
+            start = OutputStart(text[:EARLIER_OUTPUT_CHARS], len(text) > EARLIER_OUTPUT_CHARS)
+            starts[missing[round_id]] = start
+            cache.put(missing[round_id], start)
+    return starts
 
 
 @dataclass(frozen=True)
@@ -121,12 +263,21 @@ def _kind(line: str) -> str:
     return "ctx"
 
 
+def too_large_to_diff(previous_chars: int, current_chars: int) -> bool:
+    """Known from the lengths alone (the texts need not be read)."""
+    return previous_chars + current_chars > DIFF_LIMIT_CHARS
+
+
+TOO_LARGE_TO_DIFF = RoundDiff(lines=[], too_large=True)
+
+
 def diff_outputs(previous: str, current: str) -> RoundDiff:
     """A unified line diff of two outputs (plain strings; the template escapes them)."""
+    if too_large_to_diff(len(previous), len(current)):
+        return TOO_LARGE_TO_DIFF
     before, after = previous.splitlines(), current.splitlines()
-    too_long = len(before) > DIFF_LIMIT_LINES or len(after) > DIFF_LIMIT_LINES
-    if too_long or len(previous) + len(current) > DIFF_LIMIT_CHARS:
-        return RoundDiff(lines=[], too_large=True)
+    if len(before) > DIFF_LIMIT_LINES or len(after) > DIFF_LIMIT_LINES:
+        return TOO_LARGE_TO_DIFF
     raw = difflib.unified_diff(
         before, after,
         fromfile="previous round", tofile="this round", lineterm="", n=2,

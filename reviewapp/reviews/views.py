@@ -26,13 +26,13 @@ from sqlalchemy.exc import IntegrityError
 from ..access import requires
 from ..audit.history import crew_choices
 from ..audit.pagination import Cursor, CursorError
+from ..audit.templating import utc_seconds
 from ..auth.forms import EmptyForm
 from ..errors import abort_with
 from ..extensions import db
 from ..models import Decision, ResumeJob, ReviewRound, Role, RoundState, utcnow
-from . import delivery, services
+from . import delivery, rendering, services
 from .forms import DecisionForm
-from .rendering import diff_outputs, is_large, render_markdown
 
 bp = Blueprint("reviews", __name__)
 
@@ -49,21 +49,20 @@ SHORTCUTS = [
 
 
 @bp.app_template_filter("ago")
-def _ago(when: datetime | None) -> str:
+def _ago(when: datetime | None, now: datetime | None = None) -> str:
+    """How long ago ``when`` was (a page of many rows passes one ``now`` for all)."""
     if when is None:
         return "—"
-    seconds = max(0, int((utcnow() - when).total_seconds()))
+    seconds = max(0, int(((now or utcnow()) - when).total_seconds()))
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if seconds >= size:
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
 
 
-@bp.app_template_filter("utc_seconds")
-def _utc_seconds(when: datetime) -> str:
-    """``2025-01-31 09:05:00``: a filter, which Jinja calls directly, where a
-    ``strftime`` method call would go through the template context for every row."""
-    return when.strftime("%Y-%m-%d %H:%M:%S")
+# ``2025-01-31 09:05:00``: a filter, which Jinja calls directly, where a ``strftime``
+# method call would go through the template context for every row.
+bp.add_app_template_filter(utc_seconds, "utc_seconds")
 
 
 @bp.app_template_filter("pretty_json")
@@ -130,16 +129,17 @@ def queue():
             after = Cursor.decode(request.args["after"])
         except CursorError as exc:
             abort_with(400, str(exc))
-    page = services.list_queue(filters, after=after)
+    now = utcnow()
+    page = services.list_queue(filters, after=after, now=now)
     return render_template(
         "reviews/queue.html",
         page=page,
+        now=now,
         filters=filters,
         filter_args=filters.as_args(),
         crews=crew_choices(),
         ages=services.AGE_WINDOWS,
         first_page=after is None,
-        action=EmptyForm(),
     )
 
 
@@ -174,17 +174,35 @@ def _preview(round_: ReviewRound, feedback: str, is_approve: bool) -> dict[str, 
     return _shown_body(round_.crew, services.resume_fields(round_, feedback=feedback, is_approve=is_approve))
 
 
-def _output_view(round_: ReviewRound) -> tuple[str, Any]:
-    """("rendered", Markup) or ("raw", None): large outputs open as raw text."""
+def _output_view(round_: ReviewRound) -> tuple[str, rendering.ShownOutput]:
+    """("rendered" or "raw", the output's facts and HTML): large outputs open as raw text.
+    The round may come without its output: it is read only if the cache lacks it."""
     wanted = request.args.get("view", "")
-    if wanted == "raw" or (wanted != "rendered" and is_large(round_.output)):
-        return "raw", None
-    return "rendered", render_markdown(round_.output)
+    render = False if wanted == "raw" else True if wanted == "rendered" else None
+    shown = rendering.shown_output((round_.id, round_.output_sha256), lambda: round_.output, render=render)
+    return ("rendered" if shown.html is not None and wanted != "raw" else "raw"), shown
+
+
+def _diff(earlier: list[ReviewRound], round_: ReviewRound, shown: rendering.ShownOutput) -> Any:
+    """The line diff against the previous round; the outputs are read only when the
+    current one is small enough to be compared at all."""
+    if not earlier:
+        return None
+    if rendering.too_large_to_diff(0, shown.chars):
+        return rendering.TOO_LARGE_TO_DIFF
+    return rendering.diff_outputs(earlier[-1].output, round_.output)
+
+
+def _earlier(round_: ReviewRound) -> list[tuple[ReviewRound, rendering.OutputStart]]:
+    """Earlier rounds of the task, each with the start of its output."""
+    rounds = services.earlier_rounds(round_)
+    starts = rendering.output_starts({(r.id, r.output_sha256): r.id for r in rounds}, services.output_starts)
+    return [(r, starts[(r.id, r.output_sha256)]) for r in rounds]
 
 
 def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) -> Any:
-    earlier = services.earlier_rounds(round_)
-    view, rendered = _output_view(round_)
+    earlier = _earlier(round_)
+    view, shown = _output_view(round_)
     claim = services.claim_status(round_, current_user)
     feedback = form.feedback.data or ""
     page = render_template(
@@ -193,14 +211,12 @@ def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) 
         execution=round_.execution,
         crew=round_.crew,
         earlier=earlier,
-        diff=diff_outputs(earlier[-1].output, round_.output) if earlier else None,
+        diff=_diff([r for r, _ in earlier], round_, shown),
         view=view,
-        rendered=rendered,
-        large=is_large(round_.output),
+        output=shown,
         claim=claim,
         can_decide=round_.state is RoundState.PENDING and claim.held,
         form=form,
-        action=EmptyForm(),
         preview_approve=_preview(round_, feedback, True),
         preview_revise=_preview(round_, feedback, False),
         shortcuts=SHORTCUTS,
@@ -225,12 +241,18 @@ def _decision_form() -> DecisionForm:
 
 @bp.route("/rounds/<int:round_id>")
 def review(round_id: int):
-    """Opening a pending round claims it (a time-limited soft lock, extended by the page)."""
-    round_ = _round_or_404(round_id)
-    if round_.state is RoundState.PENDING:
+    """Opening a pending round claims it (a time-limited soft lock, extended by the page).
+
+    The page is built before the claim is committed: after the commit every loaded row
+    would be expired and read again (the round, its crew and execution, the user)."""
+    round_ = _found(services.get_round(round_id, output=False), "No such review round.")
+    claimed = round_.state is RoundState.PENDING
+    if claimed:
         services.claim_round(round_, current_user)
+    page = _review_page(round_, _decision_form())
+    if claimed:
         db.session.commit()
-    return _review_page(round_, _decision_form())
+    return page
 
 
 @bp.route("/rounds/<int:round_id>/output.txt")

@@ -32,3 +32,37 @@ def test_the_macros_render_the_same_markup(app):
         assert template.render(v=value, s=JobState.PENDING) == (
             f"{when(value)}|{job_badge(JobState.PENDING)}"
         )
+
+
+HOSTILE = "<script>'x'</script>&\""  # fits every text column (reason codes: 32)
+ESCAPED = "&lt;script&gt;&#39;x&#39;&lt;/script&gt;&amp;&#34;"
+
+
+def test_escaped_rows_escape_every_text_field_and_keep_the_rest():
+    from typing import NamedTuple
+
+    from reviewapp.audit.templating import escaped_rows
+
+    class Row(NamedTuple):
+        number: int
+        when: datetime
+        text: str
+        maybe: str | None
+
+    value = datetime(2025, 1, 31, tzinfo=UTC)
+    rows = [Row(1, value, HOSTILE, None), Row(2, value, "plain\x00nul", HOSTILE)]
+    assert escaped_rows(rows) == [Row(1, value, ESCAPED, ""), Row(2, value, "plain\x00nul", ESCAPED)]
+    assert escaped_rows([]) == []
+
+
+def test_history_rows_are_escaped(client, login_as, factory):
+    from reviewapp.models import JobState
+
+    decision = factory.decided(crew="research", reviewer="rita", approve=False, feedback=HOSTILE,
+                               reason=HOSTILE, task_id=HOSTILE, job_state=JobState.FAILED)
+    decision.job.outcome = HOSTILE
+    factory.commit()
+    login_as("lead")
+    page = client.get("/audit/history").get_data(as_text=True)
+    assert "<script>" not in page
+    assert page.count(ESCAPED) == 4  # feedback, reason, task id, resume outcome

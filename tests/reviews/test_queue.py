@@ -187,3 +187,12 @@ def test_the_count_is_exact_on_every_page_and_past_the_end(app, client, login_as
         empty = services.list_queue(QueueFilters(task_id="nothing-like-this"))
         assert (empty.rows, empty.total) == ([], 0)
         assert services.count_queue(QueueFilters()) == (len(ids), False)
+
+
+def test_queue_rows_are_escaped(client, login_as, make_round):
+    hostile = "<script>alert('x')</script> & \"quoted\""
+    make_round(hostile, task_id=hostile, agent=hostile)
+    login_as("reviewer")
+    page = client.get("/").get_data(as_text=True)
+    assert "<script>" not in page
+    assert page.count("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &#34;quoted&#34;") == 3

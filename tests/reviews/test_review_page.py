@@ -275,3 +275,39 @@ def test_unknown_round_is_404(client, login_as):
     login_as("reviewer")
     assert client.get("/rounds/31337").status_code == 404
     assert client.get("/rounds/31337/output.txt").status_code == 404
+
+
+def test_a_page_shown_again_reads_no_output(app, client, login_as, make_round):
+    """Outputs never change: the rendered output is kept per process, by round, and the
+    earlier rounds' outputs are read only as far as the page shows them."""
+    from sqlalchemy import event
+
+    execution = str(uuid.uuid4())
+    long_output = "x" * 30_000
+    first = make_round(long_output, execution_id=execution)
+    login_as("reviewer")
+    client.get(f"/rounds/{first}")
+    with app.app_context():
+        round_ = db.session.get(ReviewRound, first)
+        services.submit_decision(round_, services.get_round(first).claimed_by, is_approve=False,
+                                 feedback="Shorter, please.", reason_code=None)
+        db.session.commit()
+    second = make_round("Round two, " + "y" * 200_000, execution_id=execution)  # too large to diff
+    assert client.get(f"/rounds/{second}").status_code == 200
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        seen.append(" ".join(statement.split()))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        page = client.get(f"/rounds/{second}").get_data(as_text=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert not [s for s in seen if "review_rounds.output," in s or "review_rounds.output " in s], seen
+    assert "Round two" in page and "(200,011 characters)" in page
+    assert "x" * 20_000 in page and "x" * 20_001 not in page  # the earlier round's start
+    assert f'href="/rounds/{first}/output.txt">Full output of round 1</a>' in page
+    assert "too large to compare" in page

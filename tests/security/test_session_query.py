@@ -34,7 +34,7 @@ def test_one_statement_loads_the_user_and_checks_the_session(app, client, login_
     assert "revoked_sessions" in touching[0] and "FROM users" in touching[0]
 
 
-@pytest.mark.parametrize("user_id", ["not-a-number", "²:1"])
+@pytest.mark.parametrize("user_id", ["not-a-number", "²:1", "2147483648:1"])
 def test_a_session_with_an_unreadable_user_id_is_anonymous(app, client, login_as, user_id):
     login_as("reviewer")
     with client.session_transaction() as session:
