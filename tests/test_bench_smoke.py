@@ -51,3 +51,26 @@ def test_webhook_case_runs_and_verifies_storage(bench_db):
     assert checks["ok"] is True
     figure = res.figures["webhook burst (20% duplicates)"]
     assert figure.errors == 0 and figure.requests == 25 and figure.rps > 0
+
+
+def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
+    sandbox = run.Sandbox()
+    try:
+        url = f"sqlite:///{tmp_path / 'decide.sqlite3'}"
+        seed(url, decisions=8, pending=4, output_bytes=256, sandbox_url=sandbox.url)
+        app = bench_app(url)
+        server = BackgroundServer(app).start()
+        try:
+            app.config["PUBLIC_URL"] = server.url
+            res = run.Results("sqlite")
+            scale = run.Scale(decisions=8, pending=4, seconds=1, decides=3, hooks=5, metric_calls=1)
+            run.case_decide(res, server.url, app, sandbox, scale)
+        finally:
+            server.stop()
+    finally:
+        sandbox.close()
+    assert res.checks["decide_jobs"] == {"succeeded": 6}
+    for name in ("decision submit -> /resume", "decision submit -> /resume, one at a time"):
+        figure = res.figures[name]
+        assert figure.errors == 0 and figure.requests == 3
+    assert "decide_overhead_p50_ms" in res.checks and "decide_overhead_one_at_a_time_p50_ms" in res.checks

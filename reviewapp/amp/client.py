@@ -16,7 +16,9 @@ Bearer token. Answers become small dataclasses; failures become one of four erro
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -269,7 +271,8 @@ class AmpClient:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.timeout = (connect_timeout, read_timeout)
-        self._session = session or requests.Session()
+        self._session = session or new_http_session()
+        self._environment = environment_settings(self.base_url)
 
     def __repr__(self) -> str:  # never show the token
         return f"<AmpClient {self.base_url}>"
@@ -283,7 +286,8 @@ class AmpClient:
         url = self.base_url + path
         try:
             return self._session.request(
-                method, url, json=body, headers=headers, timeout=self.timeout, allow_redirects=False
+                method, url, json=body, headers=headers, timeout=self.timeout, allow_redirects=False,
+                **self._environment,
             )
         except requests.exceptions.ConnectTimeout as exc:
             raise AmpUnavailable(f"could not connect to {self.base_url} in time") from exc
@@ -367,11 +371,31 @@ class AmpClient:
 # --------------------------------------------------------------------------- helpers
 
 
+def new_http_session() -> requests.Session:
+    """A ``requests.Session`` that does not consult the environment on every call (see
+    :func:`environment_settings`, which reads it once instead)."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+@functools.lru_cache(maxsize=64)
+def environment_settings(base_url: str) -> dict[str, Any]:
+    """The proxies and CA bundle the environment sets for calls to ``base_url``
+    (``HTTPS_PROXY``/``NO_PROXY``..., ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``), read
+    once per process and base URL. requests would read them again on every call (a scan
+    of the whole environment, twice: about a thousand Python calls per request), and
+    with ``trust_env`` on it would also let a ``~/.netrc`` entry for the host replace
+    the crew's Bearer token."""
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    return {"proxies": requests.utils.get_environ_proxies(base_url), "verify": bundle or True}
+
+
 def http_session(app: Flask) -> requests.Session:
     """The app's one shared ``requests.Session`` for AMP (connection pooling)."""
     session = app.extensions.get("amp_http")
     if session is None:
-        session = app.extensions.setdefault("amp_http", requests.Session())
+        session = app.extensions.setdefault("amp_http", new_http_session())
     return session
 
 

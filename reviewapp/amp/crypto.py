@@ -9,6 +9,7 @@ alone does not reveal a token. Changing the key makes stored secrets unreadable
 from __future__ import annotations
 
 import base64
+import functools
 import secrets
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -34,8 +35,16 @@ def _key_material(app: Flask) -> bytes:
 
 
 def _fernet(app: Flask) -> Fernet:
+    return _fernet_for(_key_material(app))
+
+
+@functools.lru_cache(maxsize=8)
+def _fernet_for(material: bytes) -> Fernet:
+    """The Fernet of one key material, derived once per process (every webhook and every
+    resume decrypts a secret; the key material itself is read from the config each time,
+    so a changed key takes effect at once)."""
     hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO)
-    return Fernet(base64.urlsafe_b64encode(hkdf.derive(_key_material(app))))
+    return Fernet(base64.urlsafe_b64encode(hkdf.derive(material)))
 
 
 def encrypt_secret(app_or_none: Flask | None, plaintext: str) -> str:

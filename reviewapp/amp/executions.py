@@ -15,9 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import Table, Text, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from ..audit.dialect import is_postgres
 from ..audit.services import record_event
 from ..extensions import db
 from ..models import (
@@ -33,6 +34,7 @@ from ..models import (
     WebhookKind,
     utcnow,
 )
+from . import combined_writes
 from .client import AmpUnauthorized, as_text, client_for
 from .crews import mark_token_broken
 from .webhooks import all_webhooks
@@ -177,19 +179,21 @@ def find_execution(crew: CrewRef, kickoff_id: str) -> Execution | None:
     )
 
 
+def _execution_values(crew_id: int, kickoff_id: str, status: ExecutionStatus) -> dict[str, Any]:
+    """A new execution's columns (but its times)."""
+    first_check = _now() + timedelta(seconds=int(current_app.config["STATUS_POLL_MIN_SECONDS"]))
+    return {
+        "crew_id": crew_id,
+        "kickoff_id": kickoff_id,
+        "status": status,
+        "next_status_check_at": first_check,
+        "status_check_failures": 0,
+    }
+
+
 def _new_execution(crew_id: int, kickoff_id: str, status: ExecutionStatus) -> int | None:
     """Insert the execution unless it exists; its id when this call created it."""
-    first_check = _now() + timedelta(seconds=int(current_app.config["STATUS_POLL_MIN_SECONDS"]))
-    return _insert_ignoring_conflicts(
-        _EXECUTIONS,
-        {
-            "crew_id": crew_id,
-            "kickoff_id": kickoff_id,
-            "status": status,
-            "next_status_check_at": first_check,
-            "status_check_failures": 0,
-        },
-    )
+    return _insert_ignoring_conflicts(_EXECUTIONS, _execution_values(crew_id, kickoff_id, status))
 
 
 def _discovered_message(heard_from: str) -> str:
@@ -412,13 +416,21 @@ def _known_or_new(
 ) -> _ExecutionFacts:
     """The facts ``read`` finds about execution ``kickoff_id``; the execution is created
     with ``status`` (and noted as discovered) when reviewapp has not heard of it."""
-    where = {"crew_id": crew.id, "kickoff_id": kickoff_id}
-    facts = read(where)
+    facts = read({"crew_id": crew.id, "kickoff_id": kickoff_id})
     if facts is not None:
         return facts
+    return _created(crew, kickoff_id, read, status=status, heard_from=heard_from)
+
+
+def _created(
+    crew: CrewRef, kickoff_id: str, read: Any, *, status: ExecutionStatus, heard_from: str
+) -> _ExecutionFacts:
+    """The execution ``kickoff_id``, which ``read`` did not find a moment ago, inserted
+    with ``status`` (and noted as discovered), unless a concurrent delivery created it
+    meanwhile: then the facts ``read`` finds now."""
     new_id = _new_execution(crew.id, kickoff_id, status)
     if new_id is None:  # a concurrent delivery created it a moment ago
-        facts = read(where)
+        facts = read({"crew_id": crew.id, "kickoff_id": kickoff_id})
         if facts is None:  # pragma: no cover - the row exists by now
             raise RuntimeError("execution vanished after insert")
         return facts
@@ -429,12 +441,6 @@ def _known_or_new(
 
 def _facts_with_rounds(where: dict[str, Any]) -> _ExecutionFacts | None:
     return _execution_facts(_FACTS_BY_KICKOFF, where)
-
-
-def _facts_for_notice(crew: CrewRef, kickoff_id: str) -> _ExecutionFacts:
-    """The execution a human-input notification is about (created if new)."""
-    return _known_or_new(crew, kickoff_id, _facts_with_rounds,
-                         status=ExecutionStatus.PENDING_REVIEW, heard_from="human-input")
 
 
 def _rerun_confirmed(round_: ReviewRound) -> bool:
@@ -489,14 +495,16 @@ def _round_values(crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice
 
 
 def _store_notice(
-    crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice, *, source: str
+    crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice, *, source: str,
+    place: StoredRound | tuple[str, int] | None = None,
 ) -> tuple[StoredRound, _ExecutionFacts]:
-    """Create the review round for ``notice`` unless it repeats one already stored.
+    """Create the review round for ``notice`` unless it repeats one already stored
+    (``place``: where :func:`_place_for` put it in ``facts``, if asked already).
 
     Plain INSERT ... ON CONFLICT DO NOTHING RETURNING: a concurrent delivery of the same
     output makes ours insert nothing, and we look again (the facts are read afresh)."""
     for _attempt in range(5):
-        place = _place_for(facts, notice)
+        place = place or _place_for(facts, notice)
         if isinstance(place, StoredRound):
             return place, facts
         digest, number = place
@@ -509,14 +517,18 @@ def _store_notice(
         fresh = _execution_facts(_FACTS_BY_ID, {"execution_id": facts.id})
         assert fresh is not None  # noqa: S101 - executions are not deleted while in use
         fresh.events = facts.events
-        facts = fresh
+        facts, place = fresh, None
     raise PayloadError("Too many concurrent notifications for this task; deliver it again.")
+
+
+def _waiting_message(task_id: str, round_number: int, source: str) -> str:
+    return f"Task {task_id} waits for a review (round {round_number}, {source})."
 
 
 def _after_new_round(facts: _ExecutionFacts, round_: StoredRound, source: str) -> None:
     facts.add_event(
         "human_input",
-        f"Task {round_.task_id} waits for a review (round {round_.round_number}, {source}).",
+        _waiting_message(round_.task_id, round_.round_number, source),
         {"round_id": round_.id, "task_id": round_.task_id, "round_number": round_.round_number},
     )
     facts.insert_events()
@@ -533,8 +545,46 @@ def _after_new_round(facts: _ExecutionFacts, round_: StoredRound, source: str) -
 
 def _waits_for_review(facts: _ExecutionFacts, round_: StoredRound) -> bool:
     """The new round means the execution now waits for a review (and did not before)."""
-    return (round_.created and round_.state is RoundState.PENDING
-            and facts.status is not ExecutionStatus.PENDING_REVIEW)
+    return round_.created and _now_waits(facts, round_.state)
+
+
+def _now_waits(facts: _ExecutionFacts, new_round_state: RoundState) -> bool:
+    return new_round_state is RoundState.PENDING and facts.status is not ExecutionStatus.PENDING_REVIEW
+
+
+def _new_round_at_once(
+    crew: CrewRef, facts: _ExecutionFacts | None, notice: HumanInputNotice,
+    place: StoredRound | tuple[str, int] | None, *, raw: str, source_ip: str | None,
+) -> StoredRound | None:
+    """PostgreSQL: a new round and everything it records (timeline entries, the
+    execution's status, the delivery), with the execution itself when ``facts`` is None
+    (reviewapp has not heard of it), in one statement
+    (:func:`combined_writes.insert_new_round`). None when that does not apply (an older
+    pending round to supersede) or after a conflict, and then nothing was written."""
+    new_execution = None
+    if facts is None:
+        new_execution = _execution_values(crew.id, notice.execution_id, ExecutionStatus.PENDING_REVIEW)
+        facts = _ExecutionFacts(id=0, status=ExecutionStatus.PENDING_REVIEW, rounds=[])  # id: the insert's
+        facts.add_event("discovered", _discovered_message("human-input"))
+        place = _place_for(facts, notice)
+    elif any(r.state is RoundState.PENDING for r in facts.rounds):
+        return None
+    assert isinstance(place, tuple)  # noqa: S101 - the callers' condition
+    digest, number = place
+    values = _round_values(crew.id, facts, notice, digest, number)
+    new_id = combined_writes.insert_new_round(
+        values,
+        earlier_entries=[{key: e[key] for key in ("kind", "message", "data")} for e in facts.events],
+        waiting_message=_waiting_message(notice.task_id, number, "webhook"),
+        waits=_now_waits(facts, values["state"]),
+        delivery=combined_writes.DeliveryRecord(crew.id, WebhookKind.HUMAN_INPUT, source_ip, raw),
+        now=_now(),
+        new_execution=new_execution,
+    )
+    if new_id is None:
+        return None
+    facts.events = []  # written with it
+    return StoredRound(new_id, notice.task_id, number, values["state"], created=True)
 
 
 def store_round(
@@ -563,8 +613,15 @@ def receive_human_input(
     (``created=False``); a different output is the next revision round. Raises
     :class:`PayloadError`."""
     notice = parse_human_input(payload)
-    facts = _facts_for_notice(crew, notice.execution_id)
-    stored, facts = _store_notice(crew.id, facts, notice, source="webhook")
+    known = _facts_with_rounds({"crew_id": crew.id, "kickoff_id": notice.execution_id})
+    place = _place_for(known, notice) if known is not None else None
+    if is_postgres() and not isinstance(place, StoredRound):
+        at_once = _new_round_at_once(crew, known, notice, place, raw=raw, source_ip=source_ip)
+        if at_once is not None:
+            return at_once
+    facts = known or _created(crew, notice.execution_id, _facts_with_rounds,
+                              status=ExecutionStatus.PENDING_REVIEW, heard_from="human-input")
+    stored, facts = _store_notice(crew.id, facts, notice, source="webhook", place=place if known else None)
     facts.insert_events()
     if _waits_for_review(facts, stored):
         db.session.execute(_TO_PENDING_REVIEW, {"execution_id": facts.id, "updated_at": _now()})
@@ -595,8 +652,26 @@ def ingest_human_input(
 _STATUS_BY_KICKOFF = select(_EXECUTIONS.c.id, _EXECUTIONS.c.status).where(
     _EXECUTIONS.c.crew_id == bindparam("crew_id"), _EXECUTIONS.c.kickoff_id == bindparam("kickoff_id")
 )
-_EVENT_DATA = select(_EVENTS.c.data).where(
-    _EVENTS.c.execution_id == bindparam("execution_id"), _EVENTS.c.kind == bindparam("kind")
+# A timeline entry, unless one of its kind with its digest (``data.sha256``) is there
+# already; RETURNING says whether it was added. (Parameters named unlike the columns.)
+_ENTRY_UNLESS_RECORDED = (
+    insert(_EVENTS)
+    .from_select(
+        ["execution_id", "kind", "message", "data", "created_at"],
+        select(
+            bindparam("entry_execution", type_=_EVENTS.c.execution_id.type),
+            bindparam("entry_kind", type_=_EVENTS.c.kind.type),
+            bindparam("entry_message", type_=_EVENTS.c.message.type),
+            bindparam("entry_data", type_=_EVENTS.c.data.type),
+            bindparam("now", type_=_EVENTS.c.created_at.type),
+        ).where(
+            ~exists().where(
+                _EVENTS.c.execution_id == bindparam("entry_execution"), _EVENTS.c.kind == bindparam("entry_kind"),
+                _EVENTS.c.data["sha256"].as_string() == bindparam("digest"),
+            )
+        ),
+    )
+    .returning(_EVENTS.c.id)
 )
 
 
@@ -612,9 +687,13 @@ def _facts_for_progress(crew: CrewRef, payload: dict[str, Any], heard_from: str)
                          status=ExecutionStatus.RUNNING, heard_from=heard_from)
 
 
-def _already_recorded(execution_id: int, kind: str, digest: str) -> bool:
-    rows = db.session.scalars(_EVENT_DATA, {"execution_id": execution_id, "kind": kind})
-    return any(isinstance(data, dict) and data.get("sha256") == digest for data in rows)
+def _entry_unless_recorded(execution_id: int, entry: tuple[str, str, dict[str, Any]], digest: str) -> bool:
+    """Add the timeline ``entry`` (kind, message, data) unless one of its kind with this
+    ``digest`` is there; whether it was added. One statement."""
+    kind, message, data = entry
+    params = {"entry_execution": execution_id, "entry_kind": kind, "entry_message": message, "entry_data": data,
+              "digest": digest, "now": _now()}
+    return db.session.execute(_ENTRY_UNLESS_RECORDED, params).first() is not None
 
 
 def _canonical_digest(payload: dict[str, Any]) -> str:
@@ -635,6 +714,33 @@ def _progress_entry(kind: WebhookKind, payload: dict[str, Any]) -> tuple[str, st
     }
 
 
+def receive_progress(
+    crew: CrewRef, kind: WebhookKind, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
+) -> bool:
+    """A task-completed or step notification and its delivery record (accepted, or
+    duplicate); whether its timeline entry was added. On PostgreSQL, for an execution
+    reviewapp knows, in one statement (:func:`combined_writes.record_progress`)."""
+    if is_postgres():
+        entry_kind, message, data = _progress_entry(kind, payload)
+        digest = _canonical_digest(payload)
+        done = combined_writes.record_progress(
+            execution_id_of(payload), (entry_kind, message, {**data, "sha256": digest}), digest=digest,
+            delivery=combined_writes.DeliveryRecord(crew.id, kind, source_ip, raw), now=_now(),
+        )
+        if done is not None:
+            return done[1]
+    execution_id, added = note_progress(crew, kind, payload)
+    _record_accepted_or_duplicate(crew, kind, added, raw=raw, execution_id=execution_id, source_ip=source_ip)
+    return added
+
+
+def _record_accepted_or_duplicate(
+    crew: CrewRef, kind: WebhookKind, accepted: bool, *, raw: str, execution_id: int, source_ip: str | None
+) -> None:
+    record_delivery(crew, kind, outcome="accepted" if accepted else "duplicate", payload=raw,
+                    execution_id=execution_id, source_ip=source_ip)
+
+
 def note_progress(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any]) -> tuple[int, bool]:
     """A task-completed or step notification: one timeline entry, deduplicated by the
     payload's canonical digest. Returns (execution id, whether an entry was added), in a
@@ -642,33 +748,28 @@ def note_progress(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any]) -> 
     facts = _facts_for_progress(crew, payload, kind.value)
     digest = _canonical_digest(payload)
     event_kind, message, data = _progress_entry(kind, payload)
-    new = bool(facts.events)  # just discovered: nothing recorded yet
-    added = new or not _already_recorded(facts.id, event_kind, digest)
-    if added:
-        facts.add_event(event_kind, message, {**data, "sha256": digest})
+    entry = (event_kind, message, {**data, "sha256": digest})
+    if not facts.events:
+        return facts.id, _entry_unless_recorded(facts.id, entry, digest)
+    facts.add_event(*entry)  # just discovered: nothing recorded yet; its entries go in together
     facts.insert_events()
-    return facts.id, added
+    return facts.id, True
 
 
 def _finishing(with_usage: bool) -> Any:
-    """UPDATE of a not-yet-finished execution to its final status; ``result`` and
-    ``error`` keep their stored value when not given, and so does ``token_usage`` unless
-    ``with_usage``."""
-    values: dict[str, Any] = {
-        "status": bindparam("new_status"),
-        "finished_at": bindparam("now"),
-        "updated_at": bindparam("now"),
-        "result": func.coalesce(bindparam("new_result", type_=Text), _EXECUTIONS.c.result),
-        "error": func.coalesce(bindparam("new_error", type_=Text), _EXECUTIONS.c.error),
-        "next_status_check_at": None,
-    }
-    if with_usage:
-        values["token_usage"] = bindparam("new_usage", type_=_EXECUTIONS.c.token_usage.type)
+    """UPDATE of a not-yet-finished execution to its final status (the SET clause:
+    :func:`combined_writes.finish_values`); it returns how many of its rounds are
+    pending (mostly none: then they need no second look)."""
+    pending = (
+        select(func.count()).select_from(_ROUNDS)
+        .where(_ROUNDS.c.execution_id == bindparam("execution_id"), _ROUNDS.c.state == RoundState.PENDING)
+        .scalar_subquery()
+    )
     return (
         update(_EXECUTIONS)
-        .where(_EXECUTIONS.c.id == bindparam("execution_id"),
-               _EXECUTIONS.c.status.not_in([ExecutionStatus.COMPLETED, ExecutionStatus.FAILED]))
-        .values(**values)
+        .where(_EXECUTIONS.c.id == bindparam("execution_id"), _EXECUTIONS.c.status.not_in(combined_writes.FINISHED))
+        .values(**combined_writes.finish_values(with_usage))
+        .returning(pending)
     )
 
 
@@ -679,53 +780,109 @@ def _finish_word(status: ExecutionStatus) -> str:
     return "completed" if status is ExecutionStatus.COMPLETED else "failed"
 
 
-def _finish_facts(
-    facts: _ExecutionFacts, kickoff_id: str, status: ExecutionStatus, *, result: str | None,
-    error: str | None, token_usage: dict[str, Any] | None, source: str,
-) -> bool:
+@dataclass(frozen=True)
+class _Finish:
+    """How an execution ended, as a notification or status check reports it."""
+
+    status: ExecutionStatus
+    result: str | None
+    error: str | None
+    token_usage: dict[str, Any] | None
+    source: str
+
+    def params(self) -> dict[str, Any]:
+        """The parameters of the finishing UPDATE (:func:`combined_writes.finish_values`;
+        named unlike any column: a parameter named like a column would set it too)."""
+        params: dict[str, Any] = {"new_status": self.status, "new_result": self.result, "new_error": self.error}
+        if self.token_usage:
+            params["new_usage"] = self.token_usage
+        return params
+
+    @property
+    def word(self) -> str:
+        return _finish_word(self.status)
+
+    def entry(self) -> tuple[str, str, dict[str, Any] | None]:
+        """The timeline entry (kind, message, data) of the finish."""
+        return (self.word, f"AMP reports the execution {self.word} ({self.source}).",
+                {"error": self.error[:SUMMARY_LIMIT]} if self.error else None)
+
+    @property
+    def stale_reason(self) -> str:
+        return f"The execution {self.word} ({self.source}); it no longer waits for a review."
+
+
+def _finish_facts(facts: _ExecutionFacts, kickoff_id: str, finish: _Finish) -> bool:
     """:func:`finish_execution` for the receiver's hot path, in plain statements: the
     conditional UPDATE changes the execution once (a concurrent finish wins or loses as
     a whole), then its timeline entry and the stale marking of its pending rounds."""
     if facts.status.finished:
         return False
-    # Parameter names differ from the column names: a parameter named like a column
-    # would set that column too.
-    params = {"execution_id": facts.id, "new_status": status, "now": _now(), "new_result": result,
-              "new_error": error}
-    if token_usage:
-        params["new_usage"] = token_usage
-    outcome = db.session.execute(_FINISH[bool(token_usage)], params)
-    if getattr(outcome, "rowcount", 0) != 1:
+    params = {"execution_id": facts.id, "now": _now(), **finish.params()}
+    finished = db.session.execute(_FINISH[bool(finish.token_usage)], params).first()
+    if finished is None:
         return False
-    word = _finish_word(status)
-    facts.add_event(word, f"AMP reports the execution {word} ({source}).",
-                    {"error": error[:SUMMARY_LIMIT]} if error else None)
-    reason = f"The execution {word} ({source}); it no longer waits for a review."
-    for round_ in _pending_rounds(facts.id):
-        if _make_stale(round_, reason, kickoff_id):
-            facts.add_event("round_stale", reason, _stale_event_data(round_))
+    facts.add_event(*finish.entry())
+    if finished[0]:  # pending rounds
+        _stale_after_finish(facts, kickoff_id, finish)
     return True
 
 
-def note_crew_finished(crew: CrewRef, payload: dict[str, Any]) -> tuple[int, bool]:
-    """The execution-completed notification (``crewWebhookUrl``). Returns (execution id,
-    whether it changed the execution)."""
-    facts = _facts_for_progress(crew, payload, "crew")
+def _stale_after_finish(facts: _ExecutionFacts, kickoff_id: str, finish: _Finish) -> None:
+    """The finished execution's pending rounds -> stale (each with its timeline entry)."""
+    for round_ in _pending_rounds(facts.id):
+        if _make_stale(round_, finish.stale_reason, kickoff_id):
+            facts.add_event("round_stale", finish.stale_reason, _stale_event_data(round_))
+
+
+def _crew_finish(payload: dict[str, Any]) -> _Finish:
+    """How the execution-completed notification says the execution ended."""
     error = _short_text(payload.get("error"), 4000)
     state = pick(payload, "status", "state")
     failed = bool(error) or (isinstance(state, str) and state.strip().lower() in {"failed", "error"})
     usage = payload.get("token_usage")
-    changed = _finish_facts(
-        facts,
-        execution_id_of(payload),
+    return _Finish(
         ExecutionStatus.FAILED if failed else ExecutionStatus.COMPLETED,
         result=as_text(payload.get("result")),
         error=error,
         token_usage=usage if isinstance(usage, dict) else None,
         source="crew webhook",
     )
+
+
+def note_crew_finished(crew: CrewRef, payload: dict[str, Any]) -> tuple[int, bool]:
+    """The execution-completed notification (``crewWebhookUrl``). Returns (execution id,
+    whether it changed the execution)."""
+    facts = _facts_for_progress(crew, payload, "crew")
+    changed = _finish_facts(facts, execution_id_of(payload), _crew_finish(payload))
     facts.insert_events()
     return facts.id, changed
+
+
+def receive_crew_finished(
+    crew: CrewRef, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
+) -> bool:
+    """The execution-completed notification and its delivery record (accepted, or
+    duplicate); whether it changed the execution. On PostgreSQL, for an execution
+    reviewapp knows, the finish, its timeline entry and the record are one statement
+    (:func:`combined_writes.record_finish`); pending rounds are then marked stale."""
+    if is_postgres():
+        kickoff_id, finish = execution_id_of(payload), _crew_finish(payload)
+        done = combined_writes.record_finish(
+            kickoff_id, finish.params(), finish.entry(),
+            delivery=combined_writes.DeliveryRecord(crew.id, WebhookKind.CREW, source_ip, raw), now=_now(),
+        )
+        if done is not None:
+            execution_id, finished, pending = done
+            if finished and pending:
+                facts = _ExecutionFacts(id=execution_id, status=finish.status, rounds=[])
+                _stale_after_finish(facts, kickoff_id, finish)
+                facts.insert_events()
+            return finished
+    execution_id, changed = note_crew_finished(crew, payload)
+    _record_accepted_or_duplicate(crew, WebhookKind.CREW, changed, raw=raw, execution_id=execution_id,
+                                  source_ip=source_ip)
+    return changed
 
 
 # --------------------------------------------------------------------------- kickoff

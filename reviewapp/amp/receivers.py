@@ -33,8 +33,8 @@ from .crypto import SecretUnreadable, decrypt_secret
 from .executions import (
     CrewRef,
     PayloadError,
-    note_crew_finished,
-    note_progress,
+    receive_crew_finished,
+    receive_progress,
     record_delivery,
 )
 from .executions import receive_human_input as ingest_human_input  # the lean path, no ORM round
@@ -162,12 +162,10 @@ def _process(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any], text: st
         return {"status": "accepted" if round_.created else "duplicate", "task_id": round_.task_id,
                 "round": round_.round_number}
     if kind is WebhookKind.CREW:
-        execution_id, changed = note_crew_finished(crew, payload)
+        changed = receive_crew_finished(crew, payload, raw=text, source_ip=ip)
     else:
-        execution_id, changed = note_progress(crew, kind, payload)
-    outcome = "accepted" if changed else "duplicate"
-    record_delivery(crew, kind, outcome=outcome, payload=text, execution_id=execution_id, source_ip=ip)
-    return {"status": outcome}
+        changed = receive_progress(crew, kind, payload, raw=text, source_ip=ip)
+    return {"status": "accepted" if changed else "duplicate"}
 
 
 def _store_rejection(

@@ -282,6 +282,9 @@ class Sandbox:
         self._worker: threading.Thread | None = None
         self._server: BackgroundServer | None = None
         self._http = requests.Session()
+        # Loopback calls only: no proxy from the environment applies (and reading it on
+        # every webhook costs more than sending it).
+        self._http.trust_env = False
 
     # ----------------------------------------------------------------- control (Python API)
 

@@ -23,6 +23,7 @@ before the HTTP call, and no transaction stays open while AMP answers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -34,13 +35,30 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import case, exists, or_, select, update
+from sqlalchemy import (
+    Table,
+    and_,
+    bindparam,
+    case,
+    exists,
+    false,
+    func,
+    insert,
+    null,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import joinedload
 
+from ..audit.dialect import is_postgres
 from ..extensions import db
 from ..models import (
     Crew,
     Decision,
+    Execution,
+    ExecutionEvent,
+    ExecutionStatus,
     JobState,
     ResumeAttempt,
     ResumeJob,
@@ -85,17 +103,34 @@ class CallOutcome:
         state = getattr(self.value, "state", "unknown") if self.result == "ok" else self.result
         return f"status:{state}"
 
+    def attempt_values(self, job_id: int) -> dict[str, Any]:
+        """The ResumeAttempt row recording this call, as column values."""
+        return {
+            "job_id": job_id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "kind": self.kind,
+            "http_status": self.http_status,
+            "response_body": (self.body_text or None) and self.body_text[:BODY_KEEP_CHARS],
+            "error": self.error and self.error[:BODY_KEEP_CHARS],
+            "result": self.label,
+        }
+
     def attempt_row(self, job_id: int) -> ResumeAttempt:
-        return ResumeAttempt(
-            job_id=job_id,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
-            kind=self.kind,
-            http_status=self.http_status,
-            response_body=(self.body_text or None) and self.body_text[:BODY_KEEP_CHARS],
-            error=self.error and self.error[:BODY_KEEP_CHARS],
-            result=self.label,
-        )
+        return ResumeAttempt(**self.attempt_values(job_id))
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A job's ``/resume`` request, and what recording its outcome needs to know about
+    the decided round; built from rows already loaded (see :func:`prepare`)."""
+
+    client: Any
+    body: dict[str, Any]
+    kickoff_id: str
+    execution_id: int
+    task_id: str
+    round_number: int
 
 
 @dataclass
@@ -103,9 +138,7 @@ class _Plan:
     """Everything needed to talk to AMP, gathered before the transaction ends."""
 
     job_id: int
-    client: Any
-    body: dict[str, Any]
-    kickoff_id: str
+    outbound: Outbound
     check_status_first: bool
     results: list[str] = field(default_factory=list)
 
@@ -117,14 +150,30 @@ def worker_identity(kind: str = "worker") -> str:
     return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:64]
 
 
-def deliver_job(job_id: int, *, worker_id: str, now: datetime | None = None) -> DeliveryReport:
-    """Lease one due job and send it (used inline right after a decision is committed)."""
+def prepare(job: ResumeJob, round_: ReviewRound) -> Outbound | None:
+    """The ``/resume`` request of a job just created for ``round_`` (whose execution and
+    crew are loaded), built before the commit that would expire those rows, so sending
+    it inline reads nothing back. None when it cannot be built here (e.g. a secret that
+    does not decrypt): :func:`deliver_job` then builds it from the database, and records
+    why it fails."""
+    try:
+        return _outbound(round_.crew, job_fields(job), round_)
+    except Exception:  # never in the way of committing the decision
+        log.warning("resume job %s: request not prepared inline", job.id, exc_info=True)
+        return None
+
+
+def deliver_job(
+    job_id: int, *, worker_id: str, now: datetime | None = None, outbound: Outbound | None = None
+) -> DeliveryReport:
+    """Lease one due job and send it (used inline right after a decision is committed,
+    with the request :func:`prepare` built before that commit)."""
     now = now or utcnow()
     leased = _lease(job_id, worker_id, now)
     if leased is None:
         db.session.commit()
         return DeliveryReport(job_id=job_id, leased=False, state=_state_of(job_id))
-    return _work(job_id, worker_id, leased)
+    return _work(job_id, worker_id, outbound, check_status_first=leased.needs_status_check)
 
 
 def deliver_due_jobs(*, now: datetime | None = None, limit: int = 20, worker_id: str) -> int:
@@ -151,44 +200,53 @@ def lease_seconds() -> float:
     return max(float(config.get("JOB_LEASE_SECONDS", 60)), 2 * calls + 5)
 
 
-def _due(now: datetime) -> list[Any]:
-    healthy_crews = select(Crew.id).where(Crew.token_broken.is_(False))
-    return [
-        ResumeJob.state == JobState.PENDING,
-        ResumeJob.next_attempt_at <= now,
-        or_(ResumeJob.lease_owner.is_(None), ResumeJob.lease_expires_at < now),
-        ResumeJob.crew_id.in_(healthy_crews),
-    ]
+# Plain (Core) statements of the delivery's hot path, built once: the values are bound
+# at execution. Parameter names differ from column names (a parameter named like a
+# column would set that column too).
+_JOBS: Table = ResumeJob.__table__  # type: ignore[assignment]
+_ATTEMPTS: Table = ResumeAttempt.__table__  # type: ignore[assignment]
+_EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
+_EVENTS: Table = ExecutionEvent.__table__  # type: ignore[assignment]
+_ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
+_CREWS: Table = Crew.__table__  # type: ignore[assignment]
+_ATTEMPT_COLUMNS = ("job_id", "started_at", "finished_at", "kind", "http_status", "response_body", "error", "result")
+
+# A job is due: pending, its time has come, nobody holds a live lease, its crew's token works.
+_DUE = (
+    _JOBS.c.state == JobState.PENDING,
+    _JOBS.c.next_attempt_at <= bindparam("now"),
+    or_(_JOBS.c.lease_owner.is_(None), _JOBS.c.lease_expires_at < bindparam("now")),
+    _JOBS.c.crew_id.in_(select(_CREWS.c.id).where(_CREWS.c.token_broken.is_(False))),
+)
+_LEASE = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"), *_DUE)
+    .values(
+        lease_owner=bindparam("owner"),
+        lease_expires_at=bindparam("until"),
+        # Taking over an expired lease: its attempt may have reached AMP.
+        needs_status_check=case((_JOBS.c.lease_owner.is_not(None), True), else_=_JOBS.c.needs_status_check),
+    )
+    .returning(_JOBS.c.needs_status_check)
+)
+_NEXT_DUE = (
+    select(_JOBS.c.id)
+    .where(*_DUE)
+    .order_by(_JOBS.c.next_attempt_at, _JOBS.c.id)
+    .limit(5)
+    .with_for_update(skip_locked=True, of=_JOBS)  # nothing on SQLite: the UPDATE decides
+)
 
 
 def _lease(job_id: int, worker_id: str, now: datetime) -> Any:
-    """Conditional lease update; the leased job's row (what sending it needs) when this
+    """Conditional lease update; the leased job's ``needs_status_check`` when this
     worker now owns the job, else None."""
-    return db.session.execute(
-        update(ResumeJob)
-        .where(ResumeJob.id == job_id, *_due(now))
-        .values(
-            lease_owner=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds()),
-            # Taking over an expired lease: its attempt may have reached AMP.
-            needs_status_check=case(
-                (ResumeJob.lease_owner.is_not(None), True), else_=ResumeJob.needs_status_check
-            ),
-        )
-        .returning(ResumeJob.crew_id, ResumeJob.body, ResumeJob.needs_status_check)
-        .execution_options(synchronize_session=False)
-    ).first()
+    until = now + timedelta(seconds=lease_seconds())
+    return db.session.execute(_LEASE, {"job_id": job_id, "owner": worker_id, "until": until, "now": now}).first()
 
 
 def _lease_next_due(worker_id: str, now: datetime) -> int | None:
-    candidates = (
-        select(ResumeJob.id)
-        .where(*_due(now))
-        .order_by(ResumeJob.next_attempt_at, ResumeJob.id)
-        .limit(5)
-        .with_for_update(skip_locked=True, of=ResumeJob)  # nothing on SQLite: the UPDATE decides
-    )
-    for job_id in db.session.scalars(candidates).all():
+    for job_id in db.session.scalars(_NEXT_DUE, {"now": now}).all():
         if _lease(job_id, worker_id, now) is not None:
             return job_id
     return None
@@ -201,47 +259,67 @@ def _state_of(job_id: int) -> JobState | None:
 # --------------------------------------------------------------------------- one job
 
 
-def _work(job_id: int, worker_id: str, leased: Any = None) -> DeliveryReport:
-    """Send a job this worker has leased (``leased``: the row the lease returned, read
-    again when not given); commits before any HTTP call."""
+def _work(
+    job_id: int, worker_id: str, outbound: Outbound | None = None, *, check_status_first: bool | None = None
+) -> DeliveryReport:
+    """Send a job this worker has leased (its request built already, or read now);
+    commits before any HTTP call."""
     try:
-        plan = _plan(job_id, leased)
+        plan = _plan(job_id, outbound, check_status_first)
     except Exception as exc:  # e.g. a token that no longer decrypts: count it, keep the job
         db.session.rollback()
         log.exception("resume job %s could not be prepared", job_id)
         outcome = _outcome("resume", utcnow(), "error", error=f"could not prepare the request: {exc}")
         return _report(job_id, [outcome.result], _finish(job_id, worker_id, outcome))
     db.session.commit()  # the lease (and this read) is visible; nothing stays open during HTTP
+    request = plan.outbound
     if plan.check_status_first:
-        check = _call("status-check", lambda: plan.client.status(plan.kickoff_id))
+        check = _call("status-check", lambda: request.client.status(request.kickoff_id))
         plan.results.append(check.label)
         if not _after_status_check(job_id, worker_id, check):
             return _report(job_id, plan.results)
-    sent = _call("resume", lambda: plan.client.resume(plan.body))
+    sent = _call("resume", lambda: request.client.resume(request.body))
     plan.results.append(sent.label)
-    return _report(job_id, plan.results, _finish(job_id, worker_id, sent))
+    return _report(job_id, plan.results, _finish(job_id, worker_id, sent, request))
 
 
 def _report(job_id: int, results: list[str], state: JobState | None = None) -> DeliveryReport:
     return DeliveryReport(job_id=job_id, leased=True, state=state or _state_of(job_id), results=tuple(results))
 
 
-def _plan(job_id: int, leased: Any) -> _Plan:
+# A leased job's request and its round, in one query (jobs are never deleted, and a crew
+# with jobs cannot be removed).
+_JOB_TO_SEND = (
+    select(Crew, ResumeJob.body, ResumeJob.needs_status_check, ReviewRound.execution_id,
+           ReviewRound.task_id, ReviewRound.round_number)
+    .select_from(ResumeJob)
+    .join(Crew, Crew.id == ResumeJob.crew_id)
+    .join(Decision, Decision.id == ResumeJob.decision_id)
+    .join(ReviewRound, ReviewRound.id == Decision.round_id)
+    .where(ResumeJob.id == bindparam("job_id"))
+)
+
+
+def _plan(job_id: int, outbound: Outbound | None, check_status_first: bool | None) -> _Plan:
+    if outbound is None:
+        row: Any = db.session.execute(_JOB_TO_SEND, {"job_id": job_id}).one()
+        outbound = _outbound(row.Crew, job_fields(row), row)
+        check_status_first = row.needs_status_check
+    return _Plan(job_id=job_id, outbound=outbound, check_status_first=bool(check_status_first))
+
+
+def _outbound(crew: Crew, fields: dict[str, Any], round_: Any) -> Outbound:
+    """The request for ``crew`` with a job's section-1 ``fields``; ``round_`` has the
+    decided round's execution_id, task_id and round_number."""
     from ..amp.client import build_resume_body, client_for
 
-    if leased is None:
-        leased = db.session.execute(
-            select(ResumeJob.crew_id, ResumeJob.body, ResumeJob.needs_status_check).where(ResumeJob.id == job_id)
-        ).one()  # leased a moment ago, jobs are never deleted
-    crew = db.session.get(Crew, leased.crew_id)
-    assert crew is not None  # noqa: S101 - a crew with jobs cannot be removed
-    fields = job_fields(leased)
-    return _Plan(
-        job_id=job_id,
+    return Outbound(
         client=client_for(crew),
         body=build_resume_body(crew, **fields),
         kickoff_id=str(fields["execution_id"]),
-        check_status_first=leased.needs_status_check,
+        execution_id=round_.execution_id,
+        task_id=round_.task_id,
+        round_number=round_.round_number,
     )
 
 
@@ -332,12 +410,14 @@ def _release(job: ResumeJob) -> None:
     job.lease_expires_at = None
 
 
-def _finish(job_id: int, worker_id: str, sent: CallOutcome) -> JobState | None:
+def _finish(job_id: int, worker_id: str, sent: CallOutcome, request: Outbound | None = None) -> JobState | None:
     """Record a /resume attempt and move the job on; releases the lease; commits.
     Returns the job's state (None when the lease was lost).
 
     Retries are scheduled from the real clock (the ``now`` a pass was given only decides
     which jobs are due and which leases have expired)."""
+    if sent.result == "ok" and request is not None:
+        return _finish_delivered(job_id, worker_id, sent, request)
     db.session.add(sent.attempt_row(job_id))
     job = _owned(job_id, worker_id)
     state = None
@@ -348,6 +428,86 @@ def _finish(job_id: int, worker_id: str, sent: CallOutcome) -> JobState | None:
         state = job.state
     db.session.commit()
     return state
+
+
+# The delivered job: succeeded and released, if this worker still holds its lease. (No
+# anonymous literals in the SET clause: this UPDATE also runs inside a CTE, see
+# amp/combined_writes.py.)
+_DELIVERED = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("leased_job"), _JOBS.c.lease_owner == bindparam("owner"))
+    .values(state=bindparam("succeeded", JobState.SUCCEEDED, type_=_JOBS.c.state.type),
+            outcome=bindparam("answer", type_=_JOBS.c.outcome.type), needs_status_check=false(),
+            last_error=null(), lease_owner=null(), lease_expires_at=null(), updated_at=bindparam("now"))
+    .returning(_JOBS.c.attempts)
+)
+
+
+def _finish_delivered(job_id: int, worker_id: str, sent: CallOutcome, request: Outbound) -> JobState | None:
+    """:func:`_finish` for the common case, AMP took the decision: the attempt, the job
+    (conditional on the lease, so a lost lease changes nothing else), the execution
+    running again, its timeline entry. Four plain statements, or one on PostgreSQL."""
+    now = utcnow()
+    answer = sent.value.status
+    kind, message, _data = _outcome_entry(JobState.SUCCEEDED, answer, request.task_id, request.round_number,
+                                          job_id, 0, None)
+    if is_postgres():
+        params = {**_prefixed("attempt_", sent.attempt_values(job_id)), "leased_job": job_id, "owner": worker_id,
+                  "answer": answer, "now": now, "execution_id": request.execution_id, "entry_kind": kind,
+                  "entry_message": message}
+        owned = db.session.execute(_delivered_at_once(), params).first()
+    else:
+        db.session.execute(_ATTEMPTS.insert(), sent.attempt_values(job_id))
+        owned = db.session.execute(_DELIVERED, {"leased_job": job_id, "owner": worker_id, "answer": answer,
+                                                "now": now}).first()
+        if owned is not None:
+            _execution_resumed(request.execution_id, now)
+            entry = _outcome_entry(JobState.SUCCEEDED, answer, request.task_id, request.round_number, job_id,
+                                   owned.attempts, None)
+            db.session.execute(_EVENTS.insert(), _entry_values(request.execution_id, entry, now))
+    if owned is None:
+        log.warning("resume job %s: lease lost by %s; recording the attempt only", job_id, worker_id)
+    db.session.commit()
+    return JobState.SUCCEEDED if owned is not None else None
+
+
+def _prefixed(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{name}": value for name, value in values.items()}
+
+
+def _entry_values(execution_id: int, entry: tuple[str, str, dict[str, Any]], now: datetime) -> dict[str, Any]:
+    kind, message, data = entry
+    return {"execution_id": execution_id, "kind": kind, "message": message, "data": data, "created_at": now}
+
+
+@functools.cache
+def _delivered_at_once() -> Any:
+    """PostgreSQL: :func:`_finish_delivered`'s four writes as one statement (CTEs; the
+    execution and the timeline entry select from the job's UPDATE, so after a lost
+    lease only the attempt is written). Parameters: the attempt's columns prefixed
+    ``attempt_``, ``leased_job``, ``owner``, ``answer``, ``now``, ``execution_id``,
+    ``entry_kind``, ``entry_message``; returns the job's attempts, or no row."""
+    from ..amp.combined_writes import constant, param
+
+    attempt = insert(_ATTEMPTS).values(
+        {name: param(f"attempt_{name}", _ATTEMPTS, name) for name in _ATTEMPT_COLUMNS}
+    ).cte("attempt")
+    job = _DELIVERED.cte("job")
+    resumed = (
+        update(_EXECUTIONS)
+        .where(_EXECUTIONS.c.id == bindparam("execution_id"), *_RESUMABLE, exists(select(job.c.attempts)))
+        .values(**_resumed_values())
+        .cte("resumed")
+    )
+    data = func.json_build_object(constant("job_id"), param("leased_job", _JOBS, "id"), constant("attempts"),
+                                  job.c.attempts, constant("detail"), null())
+    entry = insert(_EVENTS).from_select(
+        ["execution_id", "kind", "message", "data", "created_at"],
+        select(param("execution_id", _EVENTS, "execution_id"), param("entry_kind", _EVENTS, "kind"),
+               param("entry_message", _EVENTS, "message"), data, param("now", _EVENTS, "created_at"))
+        .select_from(job),
+    ).cte("entry")
+    return select(job.c.attempts).add_cte(attempt, resumed, entry)
 
 
 def _apply_resume_outcome(job: ResumeJob, sent: CallOutcome, now: datetime) -> None:
@@ -438,24 +598,44 @@ def _said(call: CallOutcome) -> str:
 def _succeed(job: ResumeJob, outcome: str, now: datetime, *, note: str | None = None) -> None:
     """AMP took the decision. The execution is running again; whether and how it finished
     is left to the crew webhook and the status poller (which also store its result)."""
-    from ..models import ExecutionStatus
-
     job.state = JobState.SUCCEEDED
     job.outcome = outcome
     job.needs_status_check = False
     job.last_error = note
-    execution = job.decision.round.execution
-    if execution.status is ExecutionStatus.PENDING_REVIEW and not _other_pending(job):
-        execution.status = ExecutionStatus.RUNNING
-    if not execution.status.finished:
-        execution.next_status_check_at = now  # let the status poller look soon
+    _execution_resumed(job.decision.round.execution_id, now)
 
 
-def _other_pending(job: ResumeJob) -> bool:
-    round_ = job.decision.round
-    pending = exists().where(ReviewRound.execution_id == round_.execution_id, ReviewRound.state == RoundState.PENDING)
-    with db.session.no_autoflush:  # reads rounds only: the job's changes go in with the commit
-        return bool(db.session.scalar(select(pending)))
+# After a delivered decision: an execution waiting for review with no other pending
+# round is running again, and any unfinished one gets its status checked soon. One
+# conditional UPDATE: a crew webhook finishing the execution at the same moment is
+# never overwritten (the WHERE is evaluated again after its row lock).
+_RESUMABLE = (_EXECUTIONS.c.status.not_in([ExecutionStatus.COMPLETED, ExecutionStatus.FAILED]),)
+
+
+def _resumed_values() -> dict[str, Any]:
+    return {
+        "status": case(
+            (and_(_EXECUTIONS.c.status == ExecutionStatus.PENDING_REVIEW,
+                  ~exists().where(_ROUNDS.c.execution_id == bindparam("execution_id"),
+                                  _ROUNDS.c.state == RoundState.PENDING)),
+             bindparam("running", ExecutionStatus.RUNNING, type_=_EXECUTIONS.c.status.type)),
+            else_=_EXECUTIONS.c.status,
+        ),
+        "next_status_check_at": bindparam("now"),  # let the status poller look soon
+        "updated_at": bindparam("now"),
+    }
+
+
+_RESUMED = update(_EXECUTIONS).where(_EXECUTIONS.c.id == bindparam("execution_id"), *_RESUMABLE).values(
+    **_resumed_values()
+)
+
+
+def _execution_resumed(execution_id: int, now: datetime) -> None:
+    db.session.execute(_RESUMED, {"execution_id": execution_id, "now": now})
+    loaded = db.session.identity_map.get(db.session.identity_key(Execution, execution_id))
+    if loaded is not None:  # the ORM copy is out of date now
+        db.session.expire(loaded, ["status", "next_status_check_at", "updated_at"])
 
 
 def _go_stale(job: ResumeJob, detail: str) -> None:
@@ -514,18 +694,24 @@ def _note_outcome(job: ResumeJob) -> None:
     from ..amp.executions import record_execution_event
 
     round_ = job.decision.round
-    what = f"Decision on {round_.task_id} round {round_.round_number}"
+    record_execution_event(round_.execution, *_outcome_entry(
+        job.state, job.outcome, round_.task_id, round_.round_number, job.id, job.attempts, job.last_error
+    ))
+
+
+def _outcome_entry(
+    state: JobState, outcome: str | None, task_id: str, round_number: int, job_id: int, attempts: int,
+    last_error: str | None,
+) -> tuple[str, str, dict[str, Any]]:
+    """The timeline entry (kind, message, data) of a job that reached a final state."""
     words = {
-        JobState.SUCCEEDED: f"delivered: AMP answered '{job.outcome}'",
+        JobState.SUCCEEDED: f"delivered: AMP answered '{outcome}'",
         JobState.STALE: "not applied: the execution was no longer waiting for input",
         JobState.FAILED: "not delivered: the resume failed",
     }
-    record_execution_event(
-        round_.execution,
-        f"resume_{job.state.value}",
-        f"{what} {words.get(job.state, job.state.value)}.",
-        {"job_id": job.id, "attempts": job.attempts, "detail": (job.last_error or "")[:300] or None},
-    )
+    message = f"Decision on {task_id} round {round_number} {words.get(state, state.value)}."
+    data = {"job_id": job_id, "attempts": attempts, "detail": (last_error or "")[:300] or None}
+    return f"resume_{state.value}", message, data
 
 
 # --------------------------------------------------------------------------- presentation

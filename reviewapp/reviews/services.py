@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
+    Table,
     bindparam,
     case,
     func,
@@ -334,11 +335,12 @@ def claim_minutes() -> int:
     return int(current_app.config.get("CLAIM_MINUTES", 10))
 
 
-def _claimable_by(user_id: int, now: datetime):
+def _claimable_by(user_id: Any, now: Any, rounds: Any = ReviewRound):
+    """No one else holds a live claim (``rounds``: the model, or its table's columns)."""
     return or_(
-        ReviewRound.claimed_by_id.is_(None),
-        ReviewRound.claimed_by_id == user_id,
-        ReviewRound.claim_expires_at < now,
+        rounds.claimed_by_id.is_(None),
+        rounds.claimed_by_id == user_id,
+        rounds.claim_expires_at < now,
     )
 
 
@@ -515,6 +517,16 @@ def _now_decided(round_: ReviewRound) -> None:
     set_committed_value(round_, "claimed_by", None)
 
 
+_ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
+# pending -> decided, unless someone else holds a live claim; built once, values bound.
+_DECIDE = (
+    update(_ROUNDS)
+    .where(_ROUNDS.c.id == bindparam("round_id"), _ROUNDS.c.state == RoundState.PENDING,
+           _claimable_by(bindparam("reviewer_id"), bindparam("now"), _ROUNDS.c))
+    .values(state=RoundState.DECIDED, claimed_by_id=None, claim_expires_at=None)
+)
+
+
 def submit_decision(
     round_: ReviewRound,
     reviewer: User,
@@ -540,16 +552,7 @@ def submit_decision(
         reason_code = None
     elif reason_code not in revision_reasons():
         raise ReviewError("Choose a reason from the list, or none.")
-    won = db.session.execute(
-        update(ReviewRound)
-        .where(
-            ReviewRound.id == round_.id,
-            ReviewRound.state == RoundState.PENDING,
-            _claimable_by(reviewer.id, now),
-        )
-        .values(state=RoundState.DECIDED, claimed_by_id=None, claim_expires_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    won = db.session.execute(_DECIDE, {"round_id": round_.id, "reviewer_id": reviewer.id, "now": now})
     if won.rowcount != 1:  # type: ignore[attr-defined]
         raise _conflict(round_, reviewer, now)
     _now_decided(round_)

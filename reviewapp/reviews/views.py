@@ -305,7 +305,9 @@ def release(round_id: int):
 
 @bp.route("/rounds/<int:round_id>/decide", methods=["POST"])
 def decide(round_id: int):
-    round_ = _round_or_404(round_id)
+    # Without the output (up to megabytes, which deciding does not read; a page shown
+    # again after an invalid form reads it when it needs it).
+    round_ = _found(services.get_round(round_id, output=False), "No such review round.")
     form = _decision_form()
     if not form.validate_on_submit():
         return _review_page(round_, form, status=400)
@@ -317,8 +319,9 @@ def decide(round_id: int):
             feedback=form.feedback.data or "",
             reason_code=form.reason.data or None,
         )
-        # Read before the commit expires them (no reload of the decision and its job).
-        decision_id, job_id = decision.id, decision.job.id if decision.job else None
+        # Read before the commit expires them (no reload of the decision, its job and crew).
+        decision_id, job = decision.id, decision.job
+        job_id, outbound = (job.id, delivery.prepare(job, round_)) if job is not None else (None, None)
         db.session.commit()
     except services.RoundConflict as exc:
         db.session.rollback()
@@ -331,17 +334,17 @@ def decide(round_id: int):
         db.session.rollback()
         form.feedback.errors = [*form.feedback.errors, str(exc)]
         return _review_page(round_, form, status=400)
-    _deliver_now(job_id)
+    _deliver_now(job_id, outbound)
     return redirect(url_for("reviews.decision", decision_id=decision_id))
 
 
-def _deliver_now(job_id: int | None) -> None:
+def _deliver_now(job_id: int | None, outbound: delivery.Outbound | None) -> None:
     """First delivery attempt inline (leased, so exactly-once still holds); the worker
     takes over if this fails or the process dies."""
     if job_id is None:
         return
     try:
-        delivery.deliver_job(job_id, worker_id=delivery.worker_identity("web"))
+        delivery.deliver_job(job_id, worker_id=delivery.worker_identity("web"), outbound=outbound)
     except Exception:
         db.session.rollback()
         current_app.logger.exception("inline delivery of resume job %s failed; the worker will retry", job_id)

@@ -7,7 +7,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from reviewapp.amp import client as amp_client
 from reviewapp.amp.webhooks import inbound_secret
@@ -15,7 +15,9 @@ from reviewapp.extensions import db
 from reviewapp.models import (
     Crew,
     Decision,
+    Execution,
     ExecutionEvent,
+    ExecutionStatus,
     JobState,
     ResumeJob,
     ReviewRound,
@@ -344,6 +346,36 @@ def test_an_expired_lease_is_taken_over_with_a_status_check(app, sandbox, sandbo
     assert (done.state, done.lease_owner) == (JobState.SUCCEEDED, None)
     assert [a.result for a in attempts_for(app, job_id)] == ["status:waiting", "ok"]
     assert len(applied(sandbox)) == 1
+
+
+def test_a_lease_lost_during_the_call_records_only_the_attempt(app, sandbox, sandbox_round, make_user,
+                                                               monkeypatch):
+    """The worker's lease ran out while AMP was answering and another worker holds the
+    job now: the answer is recorded as an attempt, the job and its execution are left to
+    the new holder."""
+    rid = sandbox_round("research")
+    make_user("quiet", "reviewer")
+    job_id = decide_quietly(app, rid)
+    send = amp_client.AmpClient.resume
+
+    def overtaken(self, body):
+        with app.app_context():
+            db.session.execute(update(ResumeJob).where(ResumeJob.id == job_id).values(lease_owner="w2"))
+            db.session.commit()
+        return send(self, body)
+
+    monkeypatch.setattr(amp_client.AmpClient, "resume", overtaken)
+    with app.app_context():
+        execution_id = db.session.get(ReviewRound, rid).execution_id
+        report = delivery.deliver_job(job_id, worker_id="w1")
+    assert report.results == ("ok",)
+    kept = job(app, job_id)
+    assert (kept.state, kept.lease_owner, kept.outcome) == (JobState.PENDING, "w2", None)
+    [attempt] = attempts_for(app, job_id)
+    assert (attempt.kind, attempt.result, attempt.http_status) == ("resume", "ok", 200)
+    assert count(app, ExecutionEvent, ExecutionEvent.execution_id == execution_id,
+                 ExecutionEvent.kind.like("resume_%")) == 0
+    assert fetch(app, Execution, execution_id).status is ExecutionStatus.PENDING_REVIEW
 
 
 def test_several_workers_drain_each_job_once(app, sandbox, sandbox_round, make_user):
