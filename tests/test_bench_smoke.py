@@ -51,6 +51,7 @@ def test_webhook_case_runs_and_verifies_storage(bench_db):
     assert checks["ok"] is True
     figure = res.figures["webhook burst (20% duplicates)"]
     assert figure.errors == 0 and figure.requests == 25 and figure.rps > 0
+    assert res.checks["webhooks_requests_client"]["ok"] is True  # the same burst, the earlier rounds' client
 
 
 def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
