@@ -15,6 +15,7 @@ from sqlalchemy import select
 from reviewapp.extensions import db
 from reviewapp.models import Crew, ReviewRound, utcnow
 from reviewapp.reviews import services
+from tests.sqlcapture import captured_statements
 
 from .helpers import audit_events, claim_as, round_row
 
@@ -280,7 +281,6 @@ def test_unknown_round_is_404(client, login_as):
 def test_a_page_shown_again_reads_no_output(app, client, login_as, make_round):
     """Outputs never change: the rendered output is kept per process, by round, and the
     earlier rounds' outputs are read only as far as the page shows them."""
-    from sqlalchemy import event
 
     execution = str(uuid.uuid4())
     long_output = "x" * 30_000
@@ -294,18 +294,8 @@ def test_a_page_shown_again_reads_no_output(app, client, login_as, make_round):
         db.session.commit()
     second = make_round("Round two, " + "y" * 200_000, execution_id=execution)  # too large to diff
     assert client.get(f"/rounds/{second}").status_code == 200
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, params, context, executemany):
-        seen.append(" ".join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with captured_statements(app) as seen:
         page = client.get(f"/rounds/{second}").get_data(as_text=True)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     assert not [s for s in seen if "review_rounds.output," in s or "review_rounds.output " in s], seen
     assert "Round two" in page and "(200,011 characters)" in page
     assert "x" * 20_000 in page and "x" * 20_001 not in page  # the earlier round's start

@@ -5,24 +5,13 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import event
 
-from reviewapp.extensions import db
+from tests.sqlcapture import captured_statements
 
 
 def statements_of(app, client, path: str) -> list[str]:
-    seen: list[str] = []
-
-    def record(conn, cursor, statement, params, context, executemany):
-        seen.append(" ".join(statement.split()))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with captured_statements(app) as seen:
         assert client.get(path).status_code == 200
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
     return seen
 
 
