@@ -10,10 +10,12 @@ marked :func:`opens_below_blueprint`, which skips its blueprint's floor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from flask import Blueprint, Flask, abort, current_app, redirect, request, url_for
 from flask_login import current_user
+from jinja2.runtime import Context
+from jinja2.utils import pass_context
 
 from .extensions import login_manager
 from .models import Role
@@ -77,30 +79,54 @@ def required_role(endpoint: str, app: Flask | None = None) -> Role:
     return max(roles, key=lambda r: r.rank)
 
 
-def can_open(endpoint: str) -> bool:
-    """For templates: may the current user open this endpoint? (used by the nav)"""
+def _role_may_open(role: Role | None, endpoint: str) -> bool:
     if endpoint not in current_app.view_functions:
         return False
     if is_public(endpoint):
         return True
-    return bool(current_user.is_authenticated and current_user.has_role(required_role(endpoint)))
+    return role is not None and role.allows(required_role(endpoint))
+
+
+def _may_open(app: Flask, user: Any, endpoint: str) -> bool:
+    """Answered once per app, role and endpoint: which endpoints a role may open is
+    fixed once the app is set up."""
+    role = user.role if user.is_authenticated else None
+    cache: dict[tuple[Role | None, str], bool] = app.extensions.setdefault("reviewapp.can_open", {})
+    allowed = cache.get((role, endpoint))
+    if allowed is None:
+        allowed = cache[(role, endpoint)] = _role_may_open(role, endpoint)
+    return allowed
+
+
+def can_open(endpoint: str) -> bool:
+    """May the current user open this endpoint? (the nav, and pages linking elsewhere)"""
+    return _may_open(current_app, current_user._get_current_object(), endpoint)
+
+
+@pass_context
+def _template_can_open(context: Context, endpoint: str) -> bool:
+    """:func:`can_open` for templates, with the app and the user of the template's
+    context (Flask-Login puts the user there) instead of the context-local proxies."""
+    user = context.get("current_user") or current_user._get_current_object()  # not rendered by Flask
+    return _may_open(cast(Any, context.environment).app, user, endpoint)
 
 
 def _enforce() -> Any:
     endpoint = request.endpoint
     if endpoint is None or is_public(endpoint):
         return None
-    if not current_user.is_authenticated:
+    user = current_user._get_current_object()  # the proxy resolves the user on every access
+    if not user.is_authenticated:
         return login_manager.unauthorized()
-    if current_user.must_change_password and endpoint not in _PASSWORD_CHANGE_ALLOWED:
+    if user.must_change_password and endpoint not in _PASSWORD_CHANGE_ALLOWED:
         return redirect(url_for("auth.change_password"))
     needed = required_role(endpoint)
-    if not current_user.has_role(needed):
+    if not user.has_role(needed):
         from .audit.services import record_security_event
 
         record_security_event(
             "authorization_failed",
-            actor=current_user,
+            actor=user,
             details={"endpoint": endpoint, "path": request.path, "required": needed.value},
         )
         abort(403)
@@ -109,5 +135,5 @@ def _enforce() -> Any:
 
 def init_app(app: Flask) -> None:
     app.before_request(_enforce)
-    app.jinja_env.globals["can_open"] = can_open
+    app.jinja_env.globals["can_open"] = _template_can_open
     app.jinja_env.globals["Role"] = Role

@@ -3,11 +3,14 @@ and URL prefixes that let a many-row page link each row without a ``url_for`` pe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app, request, url_for
 from flask_login import current_user
+from jinja2.runtime import Context
+from jinja2.utils import pass_context
 
 from .access import can_open
 
@@ -73,10 +76,25 @@ def nav_items() -> list[tuple[NavLink, bool]]:
 _SENTINEL = 987_654_321_012
 
 
+def _cached(app: Flask, root: str, name: str, key: tuple[Any, ...], build: Callable[[], str]) -> str:
+    """A URL built once per app, mount point (``root``) and ``key``."""
+    cache: dict[tuple[Any, ...], str] = app.extensions.setdefault(name, {})
+    value = cache.get((*key, root))
+    if value is None:
+        value = cache[(*key, root)] = build()
+    return value
+
+
 def url_prefix(endpoint: str, argument: str) -> str:
     """The URL of ``endpoint`` without its last part, the integer ``argument``:
     ``url_prefix('reviews.review', 'round_id')`` is ``/rounds/``, so a template appends
-    each row's id instead of building 50 URLs through the routing map."""
+    each row's id instead of building 50 URLs through the routing map. Built once per
+    app and mount point."""
+    return _cached(current_app, request.script_root, "reviewapp.url_prefix", (endpoint, argument),
+                   lambda: _url_prefix(endpoint, argument))
+
+
+def _url_prefix(endpoint: str, argument: str) -> str:
     marker = str(_SENTINEL)
     values: dict[str, Any] = {argument: _SENTINEL}
     url = url_for(endpoint, **values)
@@ -85,6 +103,37 @@ def url_prefix(endpoint: str, argument: str) -> str:
     return url[: -len(marker)]
 
 
+def fixed_url(endpoint: str, **values: Any) -> str:
+    """``url_for`` for a link that is the same on every request (a page's own address,
+    a static file, a form's action): built once per app and mount point. Every page
+    has about a dozen; routing each costs as much as a table row."""
+    return _cached(current_app, request.script_root, "reviewapp.fixed_url", (endpoint, *sorted(values.items())),
+                   lambda: url_for(endpoint, **values))
+
+
+# The templates' versions read the app and the request from the template context, not
+# through the context-local proxies (``current_app``, ``request``: each access to one
+# costs about half of building a URL).
+
+
+def _app_and_root(context: Context) -> tuple[Flask, str]:
+    app: Flask = cast(Any, context.environment).app
+    return app, (context.get("request") or request).script_root  # the proxy if not rendered by Flask
+
+
+@pass_context
+def _template_url_prefix(context: Context, endpoint: str, argument: str) -> str:
+    return _cached(*_app_and_root(context), "reviewapp.url_prefix", (endpoint, argument),
+                   lambda: _url_prefix(endpoint, argument))
+
+
+@pass_context
+def _template_fixed_url(context: Context, endpoint: str, **values: Any) -> str:
+    return _cached(*_app_and_root(context), "reviewapp.fixed_url", (endpoint, *sorted(values.items())),
+                   lambda: url_for(endpoint, **values))
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["nav_items"] = nav_items
-    app.jinja_env.globals["url_prefix"] = url_prefix
+    app.jinja_env.globals["url_prefix"] = _template_url_prefix
+    app.jinja_env.globals["fixed_url"] = _template_fixed_url

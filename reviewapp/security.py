@@ -54,11 +54,19 @@ def csp_nonce() -> str:
     return str(g.csp_nonce)
 
 
-def content_security_policy() -> str:
-    directives = dict(BASE_CSP)
-    if "csp_nonce" in g:
-        directives["script-src"] += f" 'nonce-{g.csp_nonce}'"
+def _policy(directives: dict[str, str]) -> str:
     return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+_BASE_POLICY = _policy(BASE_CSP)  # most responses: no inline script
+
+
+def content_security_policy() -> str:
+    if "csp_nonce" not in g:
+        return _BASE_POLICY
+    directives = dict(BASE_CSP)
+    directives["script-src"] += f" 'nonce-{g.csp_nonce}'"
+    return _policy(directives)
 
 
 def _headers(response: Response) -> Response:

@@ -52,3 +52,15 @@ def test_url_prefix_refuses_an_argument_inside_the_path(app):
 def test_url_prefix_keeps_the_mount_point(app):
     with app.test_request_context("/", base_url="http://localhost/sub"):
         assert url_prefix("reviews.review", "round_id") == "/sub/rounds/"
+
+
+def test_fixed_urls_are_built_once_per_mount_point(app):
+    from reviewapp.nav import fixed_url
+
+    with app.test_request_context("/"):
+        assert fixed_url("static", filename="css/app.css") == "/static/css/app.css"
+        assert fixed_url("audit.history") == "/audit/history"
+    with app.test_request_context("/", base_url="http://localhost/sub"):
+        assert fixed_url("audit.history") == "/sub/audit/history"
+        page = app.jinja_env.from_string("{{ fixed_url('reviews.queue') }}|{{ url_prefix('reviews.review', 'round_id') }}")
+        assert page.render() == "/sub/|/sub/rounds/"
