@@ -3,6 +3,8 @@
 On PostgreSQL every statement is a round trip and costs the receiver about a quarter of
 a millisecond of CPU in the driver, so the hot paths send the writes of a notification
 together, as data-modifying CTEs (``WITH a AS (INSERT ...), b AS (UPDATE ...) ...``).
+(The resume delivery does the same with :func:`param` and :func:`constant`, see
+reviews/delivery.py.)
 Each later part only happens when the first one did (it selects from it), so when the
 first write finds a conflict nothing at all is written and the caller falls back to its
 general, statement-by-statement path (which is also the SQLite path: SQLite has no
@@ -65,6 +67,7 @@ _DELIVERY_COLUMNS = ("crew_id", "execution_id", "kind", "received_at", "outcome"
 # crew_id or meta), also inside a CTE.
 _ROUND = "new_"
 _HOOK = "hook_"
+_EXECUTION = "execution_"
 
 
 def param(name: str, table: Table, column_name: str) -> Any:
@@ -73,8 +76,9 @@ def param(name: str, table: Table, column_name: str) -> Any:
 
 
 def constant(word: str) -> Any:
-    """A fixed word written into the SQL. (SQLAlchemy 2.1 loses the values of anonymous
-    literals in these CTE statements when it executes them, so none are used: constants
+    """A fixed word written into the SQL. (SQLAlchemy 2.1 loses the value of an anonymous
+    literal in the SET clause of an UPDATE inside a CTE when it executes the statement:
+    "A value is required for bind parameter". So these statements use none: constants
     are written out, variable values are named parameters.)"""
     assert word.isidentifier()  # noqa: S101 - only the module's own fixed words
     return literal_column(f"'{word}'", String)
@@ -115,7 +119,6 @@ def _earlier_entries() -> Any:
     ).render_derived(with_types=True)
 
 
-_EXECUTION = "execution_"
 _EXECUTION_COLUMNS = ("crew_id", "kickoff_id", "status", "next_status_check_at", "status_check_failures",
                       "created_at", "updated_at")
 
