@@ -20,6 +20,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, Index, insert
 
+from reviewapp import decision_summaries
 from reviewapp.extensions import db
 from reviewapp.models import (
     Decision,
@@ -137,6 +138,32 @@ def _create_search_indexes(engine: Engine, indexes: list[Index]) -> float:
     return time.perf_counter() - started
 
 
+def _wait_indexes() -> list[Index]:
+    """The decisions' wait indexes (built once after the load: maintained row by row,
+    their random key order makes a SQLite load twice as long)."""
+    return [index for index in Decision.__table__.indexes if "wait_us" in index.columns]
+
+
+def _unsummarised(engine: Engine) -> None:
+    """Drop what counts decisions one by one: the loaded rows bring their derived columns."""
+    with engine.begin() as conn:
+        decision_summaries.drop_triggers(conn)
+        for index in _wait_indexes():
+            conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
+
+
+def _summarise(engine: Engine) -> float:
+    """After the load: the wait indexes, the summaries counted in one pass, the triggers
+    back; returns the seconds spent."""
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        for index in _wait_indexes():
+            index.create(conn)
+        decision_summaries.rebuild(conn)
+        decision_summaries.create_triggers(conn)
+    return time.perf_counter() - started
+
+
 def _insert(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
     if engine.dialect.name == "postgresql":
         return _copy(engine, model, rows)
@@ -187,6 +214,7 @@ def seed(
                       "role": Role.LEAD, "active": True, "must_change_password": False,
                       "session_version": 1, "created_at": now})
         search_indexes = _drop_search_indexes(engine) if engine.dialect.name == "postgresql" else []
+        _unsummarised(engine)
         _insert(engine, User, iter(users))
         for name in CREWS:
             create_crew(name, f"{sandbox_url.rstrip('/')}/{name}", crew_token(name))
@@ -204,32 +232,42 @@ def seed(
         _insert(engine, Execution, execution_rows())
         outputs = [markdown_output(rng, output_bytes) for _ in range(16)]
 
+        def received_at(i: int) -> datetime:
+            return now - span + span * (i / max(1, total_rounds))
+
+        def crew_of(i: int) -> int:
+            return (i // 4) % len(CREWS) + 1
+
         def round_rows() -> Iterator[dict[str, Any]]:
             for i in range(total_rounds):
                 is_pending = i >= decisions
-                received = now - span + span * (i / max(1, total_rounds))
                 output = outputs[i % len(outputs)]
-                yield {"id": i + 1, "execution_id": i // 4 + 1, "crew_id": (i // 4) % len(CREWS) + 1,
+                yield {"id": i + 1, "execution_id": i // 4 + 1, "crew_id": crew_of(i),
                        "task_id": TASKS[i % len(TASKS)], "round_number": 1, "output": output,
                        "output_sha256": hashlib.sha256(f"{i}".encode()).hexdigest(),
-                       "agent": "Senior Analyst", "received_at": received,
+                       "agent": "Senior Analyst", "received_at": received_at(i),
                        "state": RoundState.PENDING if is_pending else RoundState.DECIDED}
 
         _insert(engine, ReviewRound, round_rows())
 
         def decision_rows() -> Iterator[dict[str, Any]]:
             for i in range(decisions):
-                received = now - span + span * (i / max(1, total_rounds))
+                received = received_at(i)
+                created = received + timedelta(minutes=rng.randint(1, 240))
+                wait_us = (created - received) // timedelta(microseconds=1)
                 yield {"id": i + 1, "round_id": i + 1, "reviewer_id": i % REVIEWERS + 1,
                        "is_approve": rng.random() < 0.7,
                        "feedback": f"Looks {rng.choice(WORDS)}; add {rng.choice(WORDS)} please.",
-                       "reason_code": None, "created_at": received + timedelta(minutes=rng.randint(1, 240))}
+                       "reason_code": None, "created_at": created,
+                       # what the insert trigger derives (dropped during the load)
+                       "crew_id": crew_of(i), "task_id": TASKS[i % len(TASKS)], "round_number": 1,
+                       "wait_us": wait_us, "wait_bucket": decision_summaries.wait_bucket(wait_us)}
 
         _insert(engine, Decision, decision_rows())
 
         def job_rows() -> Iterator[dict[str, Any]]:
             for i in range(decisions):
-                yield {"id": i + 1, "decision_id": i + 1, "crew_id": (i // 4) % len(CREWS) + 1,
+                yield {"id": i + 1, "decision_id": i + 1, "crew_id": crew_of(i),
                        "state": JobState.SUCCEEDED, "body": {}, "attempts": 1,
                        "next_attempt_at": now, "needs_status_check": False,
                        "outcome": "resumed", "created_at": now, "updated_at": now}
@@ -243,6 +281,7 @@ def seed(
                        "response_body": '{"status": "resumed"}'}
 
         _insert(engine, ResumeAttempt, attempt_rows())
+        summary_seconds = _summarise(engine)
         index_seconds = _create_search_indexes(engine, search_indexes) if search_indexes else 0.0
         if engine.dialect.name == "postgresql":
             with engine.begin() as conn:
@@ -258,7 +297,7 @@ def seed(
                 conn.exec_driver_sql("ANALYZE")
         db.engine.dispose()
     return {"seconds": round(time.perf_counter() - started, 1), "search_index_seconds": round(index_seconds, 1),
-            "decisions": decisions, "pending": pending}
+            "summary_seconds": round(summary_seconds, 1), "decisions": decisions, "pending": pending}
 
 
 def bench_app(url: str, **config: Any) -> Any:

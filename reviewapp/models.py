@@ -7,14 +7,17 @@ behave the same.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
+    Date,
     DateTime,
     Enum,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
+from . import decision_summaries
 from .extensions import Model
 
 
@@ -158,6 +162,10 @@ class AppendOnlyError(RuntimeError):
 # in a PostgreSQL-only block at its end; keep that block when regenerating it.
 SEARCH_CONFIG = "simple"
 SEARCH_PREFIX_CHARS = 100_000  # to_tsvector fails above 1 MB of lexemes: index a prefix
+
+
+def _partial_index(name: str, columns: list[str], where: str) -> Index:
+    return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
 def _search_index(name: str, column: str) -> Index:
@@ -321,6 +329,8 @@ class ReviewRound(Model):
         # A redelivered notification (same output) is recognised by this key.
         UniqueConstraint("execution_id", "task_id", "output_sha256"),
         Index("ix_review_rounds_queue", "state", "received_at", "id"),
+        # the metrics' queue per crew (audit/metrics.py; partial: see ResumeJob)
+        _partial_index("ix_review_rounds_pending_crew", ["crew_id", "received_at"], "state = 'pending'"),
         _search_index("ix_review_rounds_output_search", "output"),
     )
 
@@ -357,7 +367,15 @@ class Decision(Model):
         # keyset pagination of one reviewer's history (the reviewers' own History page)
         Index("ix_decisions_reviewer_created", "reviewer_id", "created_at", "id"),
         _search_index("ix_decisions_feedback_search", "feedback"),
+        # the latency percentiles' second step (audit/metrics.py): one group's decisions
+        # of one wait bucket in a date range, waits read from the index
+        Index("ix_decisions_crew_wait", "crew_id", "wait_bucket", "created_at", "wait_us"),
+        Index("ix_decisions_reviewer_wait", "reviewer_id", "wait_bucket", "created_at", "wait_us", "crew_id"),
     )
+    # The derived columns below are written by the database; without eager defaults the
+    # ORM expires them after an insert instead of reading them back with RETURNING
+    # (SQLite's RETURNING shows the row from before its AFTER INSERT trigger).
+    __mapper_args__ = {"eager_defaults": False}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     round_id: Mapped[int] = mapped_column(
@@ -368,10 +386,65 @@ class Decision(Model):
     feedback: Mapped[str] = mapped_column(Text, default="")
     reason_code: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Derived by the database when the row is inserted (decision_summaries.py): copies of
+    # the round's crew, task and number, and the wait since the round was received, in
+    # microseconds, with its bucket. The metrics read them instead of joining the rounds.
+    crew_id: Mapped[int | None] = mapped_column(Integer, server_default=FetchedValue(), deferred=True)
+    task_id: Mapped[str | None] = mapped_column(String(200), server_default=FetchedValue(), deferred=True)
+    round_number: Mapped[int | None] = mapped_column(Integer, server_default=FetchedValue(), deferred=True)
+    wait_us: Mapped[int | None] = mapped_column(BigInteger, server_default=FetchedValue(), deferred=True)
+    wait_bucket: Mapped[int | None] = mapped_column(Integer, server_default=FetchedValue(), deferred=True)
 
     round: Mapped[ReviewRound] = relationship(back_populates="decision")
     reviewer: Mapped[User] = relationship()
     job: Mapped[ResumeJob | None] = relationship(back_populates="decision", uselist=False)
+
+
+class DecisionDayCount(Model):
+    """Decisions per UTC day, crew, task, reviewer, round number and verdict, and how many
+    of them have a resume job. Written only by the database triggers of
+    decision_summaries.py (rows may hold zeros after a cascade delete)."""
+
+    __tablename__ = "decision_day_counts"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    crew_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    reviewer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    round_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    is_approve: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    decisions: Mapped[int] = mapped_column(Integer)
+    jobs: Mapped[int] = mapped_column(Integer)
+
+
+class DecisionWaitCount(Model):
+    """Decisions per crew, reviewer and wait bucket made in the ``days`` days from ``day``
+    (UTC): one row set per day, one per block of days (decision_summaries.py); written
+    only by the database triggers."""
+
+    __tablename__ = "decision_wait_counts"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    days: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    crew_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reviewer_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wait_bucket: Mapped[int] = mapped_column(Integer, primary_key=True)
+    decisions: Mapped[int] = mapped_column(Integer)
+
+
+@event.listens_for(Model.metadata, "after_create")
+def _create_summary_triggers(metadata: Any, connection: Any, tables: Any = (), **kw: Any) -> None:
+    """``create_all()`` makes the same triggers as the migration that added the summaries."""
+    if any(table.name in decision_summaries.WATCHED_TABLES for table in tables):
+        decision_summaries.create_triggers(connection)
+
+
+@event.listens_for(Model.metadata, "before_drop")
+def _drop_summary_triggers(metadata: Any, connection: Any, tables: Any = (), **kw: Any) -> None:
+    if any(table.name in decision_summaries.WATCHED_TABLES for table in tables):
+        decision_summaries.drop_triggers(connection)
 
 
 def _changed_columns(target: Any) -> list[str]:
@@ -413,7 +486,13 @@ class ResumeJob(Model):
     """The durable outbox entry for one decision's ``POST /resume``."""
 
     __tablename__ = "resume_jobs"
-    __table_args__ = (Index("ix_resume_jobs_due", "state", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_resume_jobs_due", "state", "next_attempt_at"),
+        # The metrics' few jobs that did not succeed (audit/metrics.py). Partial, so its
+        # statistics show how few they are (SQLite's ANALYZE only keeps averages per
+        # state); a query uses it with this condition written out as a literal.
+        _partial_index("ix_resume_jobs_unsuccessful", ["decision_id", "state"], "state <> 'succeeded'"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     decision_id: Mapped[int] = mapped_column(
@@ -442,6 +521,10 @@ class ResumeJob(Model):
 
 class ResumeAttempt(Model):
     __tablename__ = "resume_attempts"
+    __table_args__ = (
+        # the metrics' failed attempts in a date range (audit/metrics.py; see above)
+        _partial_index("ix_resume_attempts_not_ok", ["started_at", "result", "job_id"], "result <> 'ok'"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("resume_jobs.id", ondelete="CASCADE"), index=True)

@@ -8,7 +8,6 @@ from typing import Any
 
 from . import metrics
 from .charts import Chart, Series, grouped_bars, stacked_columns
-from .dialect import roomy_sorts
 from .filters import MetricFilters
 
 
@@ -129,7 +128,6 @@ def _age(age: timedelta) -> str:
 
 
 def build_dashboard(filters: MetricFilters, now: datetime) -> Dashboard:
-    roomy_sorts()
     facts = metrics.decision_facts(filters)
     latency = metrics.notification_to_decision(filters)
     queue_panel, queue = _queue(filters, now)

@@ -11,14 +11,10 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Date,
-    Float,
     SQLColumnExpression,
     String,
     and_,
     case,
-    cast,
-    extract,
     false,
     func,
     literal_column,
@@ -42,14 +38,6 @@ def dialect_name() -> str:
 
 def is_postgres() -> bool:
     return dialect_name() == "postgresql"
-
-
-def utc_day(column: _Column) -> ColumnElement:
-    """The UTC calendar day of a timestamp column (a date on PostgreSQL, an ISO string on
-    SQLite: ``str(value)`` is ``YYYY-MM-DD`` on both)."""
-    if is_postgres():
-        return cast(func.timezone("UTC", column), Date)
-    return func.date(column)
 
 
 def _text(expression: Any) -> ColumnElement:
@@ -78,14 +66,6 @@ def roomy_sorts(megabytes: int = 64) -> None:
     4 MB spills a million-row report to disk). Ends with the transaction."""
     if is_postgres():
         db.session.execute(text(f"SET LOCAL work_mem = '{int(megabytes)}MB'"))
-
-
-def seconds_between(start: _Column, end: _Column) -> ColumnElement:
-    """``end - start`` in seconds: exact on PostgreSQL (numeric), rounded to milliseconds
-    on SQLite (whose julianday arithmetic is a float)."""
-    if is_postgres():
-        return extract("epoch", end - start)
-    return cast(func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3), Float)
 
 
 def search_words(query_text: str) -> list[str]:
