@@ -11,7 +11,9 @@ more than the pages' whole execution.
 :func:`init_app` ends a transaction that ran nothing but ``SELECT`` statements with
 ``COMMIT`` instead (for such a transaction the two are the same: there is nothing to keep
 or to undo), so the statements stay prepared. A transaction that ran anything else — an
-``INSERT``/``UPDATE``/``DELETE``, DDL, a ``SET`` — or that failed rolls back as before.
+``INSERT``/``UPDATE``/``DELETE``, DDL, a ``SET``, a ``WITH`` — or that failed rolls back
+as before. (A ``SELECT`` with a lasting side effect, such as ``SELECT .. INTO`` or a
+session-level ``set_config``, would be kept: the app runs none.)
 
 A prepared statement is planned once (a generic plan) only when the constants that steer
 its plan are in its text: :func:`inline` writes such a constant (a state, a page size)
