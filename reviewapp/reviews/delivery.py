@@ -76,7 +76,7 @@ _JITTER = random.SystemRandom()
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    """What one call to :func:`deliver_job` did."""
+    """What one delivery call (:func:`deliver_job`, :func:`deliver_leased`) did."""
 
     job_id: int
     leased: bool
@@ -154,7 +154,7 @@ def prepare(job: ResumeJob, round_: ReviewRound) -> Outbound | None:
     """The ``/resume`` request of a job just created for ``round_`` (whose execution and
     crew are loaded), built before the commit that would expire those rows, so sending
     it inline reads nothing back. None when it cannot be built here (e.g. a secret that
-    does not decrypt): :func:`deliver_job` then builds it from the database, and records
+    does not decrypt): :func:`deliver_leased` then builds it from the database, and records
     why it fails."""
     try:
         return _outbound(round_.crew, job_fields(job), round_)
@@ -166,14 +166,26 @@ def prepare(job: ResumeJob, round_: ReviewRound) -> Outbound | None:
 def deliver_job(
     job_id: int, *, worker_id: str, now: datetime | None = None, outbound: Outbound | None = None
 ) -> DeliveryReport:
-    """Lease one due job and send it (used inline right after a decision is committed,
-    with the request :func:`prepare` built before that commit)."""
+    """Lease one given job, if it is due, and send it (optionally with the request
+    :func:`prepare` built already)."""
     now = now or utcnow()
     leased = _lease(job_id, worker_id, now)
     if leased is None:
         db.session.commit()
         return DeliveryReport(job_id=job_id, leased=False, state=_state_of(job_id))
     return _work(job_id, worker_id, outbound, check_status_first=leased.needs_status_check)
+
+
+def inline_lease() -> tuple[str, datetime]:
+    """A lease (owner, expiry) for a job created by a request that sends it itself right
+    after committing it (see ``services.submit_decision``)."""
+    return worker_identity("web"), utcnow() + timedelta(seconds=lease_seconds())
+
+
+def deliver_leased(job_id: int, *, worker_id: str, outbound: Outbound | None = None) -> DeliveryReport:
+    """Send a job committed already leased to ``worker_id`` (nothing was sent for it
+    yet, so no status check first)."""
+    return _work(job_id, worker_id, outbound, check_status_first=False)
 
 
 def deliver_due_jobs(*, now: datetime | None = None, limit: int = 20, worker_id: str) -> int:

@@ -535,12 +535,19 @@ def submit_decision(
     feedback: str,
     reason_code: str | None = None,
     now: datetime | None = None,
+    lease: tuple[str, datetime] | None = None,
 ) -> Decision:
     """Record the decision and its resume job, or raise why someone else won.
 
     The round moves pending -> decided in one conditional UPDATE (also requiring that no
     one else holds a live claim); only the caller whose UPDATE matched a row inserts the
     Decision (unique per round) and the ResumeJob. The caller commits both at once.
+
+    ``lease`` (owner, expiry): the job is created leased to a caller that sends it right
+    after the commit (saving a lease UPDATE and a commit per decision). Should that caller
+    die first, the lease expires and a worker takes the job over with a status check
+    first, as for any lease left behind. Not taken while the crew's token is broken: the
+    job then waits, unleased, for an admin to fix it.
     """
     now = now or utcnow()
     feedback = normalise_feedback(feedback)
@@ -564,11 +571,14 @@ def submit_decision(
         reason_code=reason_code,
         created_at=now,
     )
+    owner, until = lease if lease is not None and not round_.crew.token_broken else (None, None)
     job = ResumeJob(
         decision=decision,
         crew_id=round_.crew_id,
         body=resume_fields(round_, feedback=feedback, is_approve=is_approve),
         next_attempt_at=now,
+        lease_owner=owner,
+        lease_expires_at=until,
         created_at=now,
     )
     db.session.add_all([decision, job])

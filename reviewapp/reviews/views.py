@@ -311,6 +311,7 @@ def decide(round_id: int):
     form = _decision_form()
     if not form.validate_on_submit():
         return _review_page(round_, form, status=400)
+    lease = delivery.inline_lease()
     try:
         decision = services.submit_decision(
             round_,
@@ -318,10 +319,12 @@ def decide(round_id: int):
             is_approve=form.is_approve,
             feedback=form.feedback.data or "",
             reason_code=form.reason.data or None,
+            lease=lease,
         )
         # Read before the commit expires them (no reload of the decision, its job and crew).
         decision_id, job = decision.id, decision.job
-        job_id, outbound = (job.id, delivery.prepare(job, round_)) if job is not None else (None, None)
+        leased = job if job is not None and job.lease_owner is not None else None
+        job_id, outbound = (leased.id, delivery.prepare(leased, round_)) if leased else (None, None)
         db.session.commit()
     except services.RoundConflict as exc:
         db.session.rollback()
@@ -334,17 +337,19 @@ def decide(round_id: int):
         db.session.rollback()
         form.feedback.errors = [*form.feedback.errors, str(exc)]
         return _review_page(round_, form, status=400)
-    _deliver_now(job_id, outbound)
+    _deliver_now(job_id, lease[0], outbound)
     return redirect(url_for("reviews.decision", decision_id=decision_id))
 
 
-def _deliver_now(job_id: int | None, outbound: delivery.Outbound | None) -> None:
-    """First delivery attempt inline (leased, so exactly-once still holds); the worker
-    takes over if this fails or the process dies."""
+def _deliver_now(job_id: int | None, owner: str, outbound: delivery.Outbound | None) -> None:
+    """The first delivery attempt, inline: the job was committed leased to this request
+    (so exactly-once holds). If this fails, or the process dies, the lease expires and
+    the worker takes over (status check first). No job id: nothing was leased (a crew
+    whose token is broken waits for an admin)."""
     if job_id is None:
         return
     try:
-        delivery.deliver_job(job_id, worker_id=delivery.worker_identity("web"), outbound=outbound)
+        delivery.deliver_leased(job_id, worker_id=owner, outbound=outbound)
     except Exception:
         db.session.rollback()
         current_app.logger.exception("inline delivery of resume job %s failed; the worker will retry", job_id)

@@ -5,8 +5,9 @@
 
 ``race`` logs in, waits until the wall-clock ``start_at`` and submits an approval,
 printing the HTTP status. ``crash`` submits a decision and SIGKILLs itself right after
-the commit (``when=commit``) or right after leasing the job, before sending
-(``when=lease``).
+the commit, before any delivery code runs (``when=commit``), or inside the delivery just
+before the request is sent (``when=lease``). Either way the job was committed leased to
+the dead process.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ def crash(db_url: str, public_url: str, round_id: str, username: str, when: str)
     if when == "commit":
         from reviewapp.reviews import delivery
 
-        delivery.deliver_job = _die  # the view calls delivery.deliver_job after its commit
+        delivery.deliver_leased = _die  # the view calls delivery.deliver_leased after its commit
     else:
         from reviewapp.amp import client as amp_client
 
-        amp_client.AmpClient.resume = _die  # leased and committed, then killed before sending
+        amp_client.AmpClient.resume = _die  # in the delivery, killed before sending
     client.get(f"/rounds/{round_id}")
     client.post(f"/rounds/{round_id}/decide", data={"feedback": "kept despite the crash", "approve": "Approve"})
     print("still alive", flush=True)

@@ -237,6 +237,28 @@ def test_401_marks_the_token_broken_and_waits_for_the_fix(app, client, login_as,
     assert len(applied(sandbox)) == 1
 
 
+def test_a_decision_for_a_crew_whose_token_is_broken_is_kept_unleased_until_the_fix(
+    app, client, login_as, sandbox, sandbox_round
+):
+    from reviewapp.amp.crews import update_crew
+
+    login_as("reviewer")
+    rid = sandbox_round("research")
+    with app.app_context():
+        db.session.get(ReviewRound, rid).crew.token_broken = True
+        db.session.commit()
+    decide(client, rid, feedback="ok", **APPROVE)
+    waiting = job_for_round(app, rid)
+    assert (waiting.state, waiting.lease_owner, waiting.attempts) == (JobState.PENDING, None, 0)
+    assert resume_calls(sandbox) == []
+    with app.app_context():
+        update_crew(db.session.get(Crew, waiting.crew_id), token=sandbox.crews["research"])
+        db.session.commit()
+    assert work(app, later=False) == 1
+    assert job(app, waiting.id).state is JobState.SUCCEEDED
+    assert [a.result for a in attempts_for(app, waiting.id)] == ["ok"]  # nothing was sent: no status check
+
+
 @pytest.mark.parametrize(("form", "outcome"), [(APPROVE, "resumed"), (REVISE, "retrying")])
 def test_timeout_checks_status_and_does_not_resend_what_was_applied(
     app, client, login_as, sandbox, sandbox_round, form, outcome
