@@ -170,13 +170,18 @@ def _ms(text: str) -> float:
     return float(value) * _UNITS[unit]
 
 
+WARMUP_SECONDS = 2
+
+
 def wrk(name: str, url: str, *, cookie: str | None = None, seconds: int = 5,
-        connections: int = 8, threads: int = 2) -> Figure:
-    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
-           "--latency", url]
-    if cookie:
-        cmd[1:1] = ["-H", f"Cookie: {cookie}"]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+        connections: int = 8, threads: int = 2, warmup: int = WARMUP_SECONDS) -> Figure:
+    """``seconds`` of wrk against ``url``, after ``warmup`` seconds of the same load whose
+    figures are dropped (every worker's first requests fill its caches and connection
+    pool, and the database's buffers: steady state is what a throughput figure is for;
+    cold first views are measured on their own, see ``case_review``)."""
+    if warmup:
+        _wrk_output(url, cookie=cookie, seconds=warmup, connections=connections, threads=threads)
+    out = _wrk_output(url, cookie=cookie, seconds=seconds, connections=connections, threads=threads)
     if "Latency Distribution" not in out or " 0 requests in" in out:
         raise RuntimeError(f"wrk {name}: no usable result:\n{out}")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -185,6 +190,14 @@ def wrk(name: str, url: str, *, cookie: str | None = None, seconds: int = 5,
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return Figure(name, rps, p50, p99, total, int(bad.group(1)) if bad else 0)
+
+
+def _wrk_output(url: str, *, cookie: str | None, seconds: int, connections: int, threads: int) -> str:
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "30s",
+           "--latency", url]
+    if cookie:
+        cmd[1:1] = ["-H", f"Cookie: {cookie}"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
 
 
 def timed_calls(name: str, call: Callable[[int], bool], *, count: int, concurrency: int = 4) -> Figure:

@@ -46,6 +46,7 @@ SQLITE_URL = os.environ.get("BENCH_SQLITE_URL", "sqlite:////tmp/reviewapp-bench.
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench")
 PAGE = 50  # rows per history / queue page
 DEEP_HISTORY_PAGE = 20_000
+FRESH_REVIEW_ROUNDS = 10  # review tasks (200 KB outputs, 5 earlier rounds) viewed once each, cold
 
 
 @dataclass(frozen=True)
@@ -177,10 +178,25 @@ def case_queue(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> N
         res.add(wrk(name, url + path, cookie=cookie, seconds=scale.seconds))
 
 
-def case_review(res: Results, url: str, cookie: str, round_id: int, scale: Scale) -> None:
-    page = requests.get(f"{url}/rounds/{round_id}", headers={"Cookie": cookie}, timeout=60).text
-    figure = res.add(wrk("review page 200 KB + 5 rounds", f"{url}/rounds/{round_id}", cookie=cookie,
-                         seconds=scale.seconds, connections=4))
+REVIEW_PAGE = "review page 200 KB + 5 rounds"
+FIRST_VIEWS = f"{REVIEW_PAGE}, first view of each"
+
+
+def case_review(res: Results, url: str, cookie: str, round_ids: list[int], scale: Scale) -> None:
+    """The first view of each of ten rounds, one at a time: nothing of them is cached in
+    any worker yet (outputs rendered, previewed and diffed on that view), which is what a
+    reviewer opening a new round meets. Then one round's page again and again (wrk, four
+    connections, after its warm-up): what a page shown again costs."""
+    round_id, *fresh = round_ids
+    http = requests.Session()
+
+    def view(i: int) -> bool:
+        return http.get(f"{url}/rounds/{fresh[i]}", headers={"Cookie": cookie}, timeout=60).status_code == 200
+
+    res.add(timed_calls(FIRST_VIEWS, view, count=len(fresh), concurrency=1))
+    page = http.get(f"{url}/rounds/{round_id}", headers={"Cookie": cookie}, timeout=60).text
+    figure = res.add(wrk(REVIEW_PAGE, f"{url}/rounds/{round_id}", cookie=cookie, seconds=scale.seconds,
+                         connections=4))
     figure.extra["diff"] = "too large" if "too large" in page.lower() or "too big" in page.lower() else "shown"
     figure.extra["KB"] = str(len(page) // 1024)
 
@@ -432,8 +448,9 @@ def budgets(res: Results) -> list[tuple[str, str, bool]]:
         deep = next(f for n, f in fig.items() if n.startswith(prefix) and n != first)
         ratio = deep.p50_ms / fig[first].p50_ms
         rows.append((f"{deep.name} p50 within 1.3x of first", f"{ratio:.2f}x", ratio <= 1.3))
-    review = next(f for n, f in fig.items() if n.startswith("review page"))
-    rows.append(("review page p99 < 100 ms", f"{review.p99_ms:.0f} ms", review.p99_ms < 100))
+    review, first = fig[REVIEW_PAGE], fig[FIRST_VIEWS]
+    rows.append(("review page p99 < 100 ms (shown again)", f"{review.p99_ms:.0f} ms", review.p99_ms < 100))
+    rows.append(("review page p99 < 100 ms (first view)", f"{first.p99_ms:.0f} ms", first.p99_ms < 100))
     overhead = res.checks["decide_overhead_p50_ms"]
     rows.append(("decide overhead p50 < 15 ms (4 at a time)", f"{overhead:.1f} ms", overhead < 15))
     one = res.checks["decide_overhead_one_at_a_time_p50_ms"]
@@ -466,7 +483,7 @@ def run_database(db_name: str, url: str, scale: Scale, cases: set[str]) -> Resul
     sandbox = Sandbox()
     try:
         res.seeding = seed(url, decisions=scale.decisions, pending=scale.pending, sandbox_url=sandbox.url)
-        round_id = seed_review_task(url)
+        round_ids = [seed_review_task(url, seed_value=11 + i) for i in range(1 + FRESH_REVIEW_ROUNDS)]
         print(f"\n## {db_name}: seeded in {res.seeding['seconds']} s "
               f"(search indexes {res.seeding['search_index_seconds']} s): {res.seeding}", flush=True)
         port = free_port()
@@ -474,7 +491,7 @@ def run_database(db_name: str, url: str, scale: Scale, cases: set[str]) -> Resul
         env = {"REVIEWAPP_SECRET_KEY": SECRET_KEY, "REVIEWAPP_DATABASE_URL": url, "REVIEWAPP_PUBLIC_URL": public}
         app = bench_app(url, PUBLIC_URL=public)
         with gunicorn(env, port=port) as server:
-            _drive(res, server, app, sandbox, scale, round_id, cases)
+            _drive(res, server, app, sandbox, scale, round_ids, cases)
         if "export" in cases:
             case_export(res, env)
     finally:
@@ -486,7 +503,7 @@ def run_database(db_name: str, url: str, scale: Scale, cases: set[str]) -> Resul
     return res
 
 
-def _drive(res: Results, server: Server, app: Any, sandbox: Sandbox, scale: Scale, round_id: int,
+def _drive(res: Results, server: Server, app: Any, sandbox: Sandbox, scale: Scale, round_ids: list[int],
            cases: set[str]) -> None:
     url = server.url
     reviewer = cookie_header(login(url, "reviewer1", BENCH_PASSWORD))
@@ -495,7 +512,7 @@ def _drive(res: Results, server: Server, app: Any, sandbox: Sandbox, scale: Scal
     if "queue" in cases:
         case_queue(res, url, reviewer, app, scale)
     if "review" in cases:
-        case_review(res, url, reviewer, round_id, scale)
+        case_review(res, url, reviewer, round_ids, scale)
     if "decide" in cases:
         case_decide(res, url, app, sandbox, scale)
     if "webhooks" in cases:
