@@ -6,7 +6,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Join, Subquery, event, select
+from sqlalchemy import Join, Subquery, event, func, select
 
 from reviewapp import create_app
 from reviewapp.audit.pagination import Cursor
@@ -365,3 +365,31 @@ def test_sqlite_walks_an_index_in_page_order_at_bench_scale(sqlite_at_bench_scal
     assert inside[0].startswith("SEARCH review_rounds USING") and f"INDEX {index} " in inside[0], plan
     assert not any("TEMP B-TREE" in detail for detail in inside), plan
     assert not any(detail.startswith("SCAN crews") for _, detail in details.values()), plan
+
+
+# --------------------------------------------------------------------------- text search
+
+
+def test_the_models_give_the_queue_search_an_index_of_pending_rounds_only(app):
+    """The schema the tests create (db.create_all) has the migration's index too."""
+    from tests.test_migrations import search_index_definition
+
+    with app.app_context(), db.engine.connect() as conn:
+        pending = search_index_definition(conn, "ix_review_rounds_pending_search")
+        if conn.dialect.name != "postgresql":
+            assert pending is None  # SQLite searches with LIKE
+            return
+    assert pending is not None and pending.endswith("WHERE ((state)::text = 'pending'::text)")
+
+
+def test_a_text_count_leaves_the_planner_settings_as_they_were(app, make_round):
+    make_round("needle one")
+    make_round("needle two", crew="travel")
+    with app.app_context():
+        postgres = db.session.get_bind().dialect.name == "postgresql"
+        show = select(func.current_setting("enable_seqscan"), func.current_setting("enable_indexscan"))
+        before = tuple(db.session.execute(show).one()) if postgres else None
+        assert services.count_queue(QueueFilters(q="needle")) == (2, False)
+        assert services.count_queue(QueueFilters(q="needle two")) == (1, False)
+        if postgres:
+            assert tuple(db.session.execute(show).one()) == before == ("on", "on")
