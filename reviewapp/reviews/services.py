@@ -168,8 +168,10 @@ class _Shape:
         return cls(bool(filters.crew_id), bool(filters.task_id), older is not None, younger is not None)
 
 
-def _conditions(shape: _Shape) -> list[Any]:
-    rounds = ReviewRound.__table__.c
+def _conditions(shape: _Shape, rounds: Any = None) -> list[Any]:
+    """The filters (but the text search) on ``rounds``: the table's columns, or a
+    subquery's."""
+    rounds = ReviewRound.__table__.c if rounds is None else rounds
     conditions = [rounds.state == inline(RoundState.PENDING, rounds.state.type)]
     if shape.crew:
         conditions.append(rounds.crew_id == bindparam("crew_id", type_=Integer()))
@@ -215,11 +217,32 @@ def count_queue(filters: QueueFilters, *, now: datetime | None = None) -> tuple[
     now = now or utcnow()
     if not filters.q:
         return int(db.session.scalar(_count_statement(filters, now)) or 0), False
-    matches = _pending_matching(select(ReviewRound.id), filters, now).limit(TEXT_COUNT_CAP + 1)
+    matches = _text_matches(filters, now).limit(TEXT_COUNT_CAP + 1)
     stmt = select(func.count()).select_from(matches.subquery())
     with _index_lookups_only():
         found = int(db.session.scalar(stmt) or 0)
     return min(found, TEXT_COUNT_CAP), found > TEXT_COUNT_CAP
+
+
+def _text_matches(filters: QueueFilters, now: datetime) -> Select:
+    """The ids of the pending rounds matching ``filters``, a text search among them.
+
+    PostgreSQL: the words are looked up among the pending rounds alone, in a subquery
+    the planner neither merges nor pushes the other filters into (``OFFSET 0``); the
+    other filters apply to what it finds. Given a crew filter next to the words it
+    rather read the crew's pending rounds through ix_review_rounds_pending_crew and
+    parsed each output (85 ms at 1M for 1001 matches), not using the search index."""
+    if not is_postgres():
+        return _pending_matching(select(ReviewRound.id), filters, now)
+    rounds = ReviewRound.__table__.c
+    found = (
+        select(rounds.id, rounds.state, rounds.crew_id, rounds.task_id, rounds.received_at)
+        .where(*_conditions(_Shape()), text_matches(rounds.output, filters.q))
+        .offset(inline(0))
+        .subquery("found")
+    )
+    shape = _Shape.of(filters)
+    return select(found.c.id).where(*_conditions(shape, found.c)).params(_parameters(filters, now))
 
 
 _NO_PLAIN_SCANS = text(

@@ -393,3 +393,20 @@ def test_a_text_count_leaves_the_planner_settings_as_they_were(app, make_round):
         assert services.count_queue(QueueFilters(q="needle two")) == (1, False)
         if postgres:
             assert tuple(db.session.execute(show).one()) == before == ("on", "on")
+
+
+def test_a_text_count_looks_the_words_up_before_the_other_filters(app):
+    """PostgreSQL: the words among all pending rounds, in a subquery the planner keeps
+    apart (OFFSET), the crew and the rest applied to what it finds; with the crew next
+    to the words it parsed the crew's every output instead of using the search index."""
+    with app.app_context():
+        stmt = services._text_matches(QueueFilters(q="needle", crew_id=1, age="gt1h"), utcnow())
+        postgres = db.session.get_bind().dialect.name == "postgresql"
+    (source,) = stmt.get_final_froms()
+    if not postgres:
+        assert source.name == "review_rounds"
+        return
+    assert isinstance(source, Subquery) and source.element._offset_clause is not None
+    words_only = str(source.element.whereclause)
+    assert "crew_id" not in words_only and "received_at" not in words_only and "output" in words_only
+    assert "crew_id" in str(stmt.whereclause) and "received_at" in str(stmt.whereclause)
