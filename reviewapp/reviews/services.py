@@ -209,10 +209,11 @@ def _count_statement(filters: QueueFilters, now: datetime):
 def count_queue(filters: QueueFilters, *, now: datetime | None = None) -> tuple[int, bool]:
     """``(count, is_lower_bound)`` of the pending rounds matching ``filters``.
 
-    Without a text filter the count is exact. With one, matching means reading every
-    candidate's output (PostgreSQL re-parses it: ~0.1 ms a row, seconds for a word found
-    in every output), so counting stops after TEXT_COUNT_CAP matches and the count is
-    then a lower bound: ``(TEXT_COUNT_CAP, True)``.
+    Without a text filter the count is exact. With one, counting stops after
+    TEXT_COUNT_CAP matches and the count is then a lower bound: ``(TEXT_COUNT_CAP,
+    True)``. SQLite reads each candidate's output (LIKE); PostgreSQL finds the matches in
+    ix_review_rounds_pending_search and reads no output (re-parsing them took ~0.08 ms
+    a row), see :func:`_text_matches` and :func:`_index_lookups_only`.
     """
     now = now or utcnow()
     if not filters.q:
