@@ -168,9 +168,10 @@ def _partial_index(name: str, columns: list[str], where: str) -> Index:
     return Index(name, *columns, sqlite_where=text(where), postgresql_where=text(where))
 
 
-def _search_index(name: str, column: str) -> Index:
+def _search_index(name: str, column: str, where: str | None = None) -> Index:
     expression = f"to_tsvector('{SEARCH_CONFIG}', left({column}, {SEARCH_PREFIX_CHARS}))"
-    return Index(name, text(expression), postgresql_using="gin").ddl_if(dialect="postgresql")
+    partial = text(where) if where else None
+    return Index(name, text(expression), postgresql_using="gin", postgresql_where=partial).ddl_if(dialect="postgresql")
 
 
 @event.listens_for(AuditEvent, "before_update")
@@ -331,7 +332,11 @@ class ReviewRound(Model):
         Index("ix_review_rounds_queue", "state", "received_at", "id"),
         # the metrics' queue per crew (audit/metrics.py; partial: see ResumeJob)
         _partial_index("ix_review_rounds_pending_crew", ["crew_id", "received_at"], "state = 'pending'"),
+        # the history search (audit/history.py): decided rounds' outputs
         _search_index("ix_review_rounds_output_search", "output"),
+        # the queue search (reviews/services.py): only the pending rounds, ~1% of all, so
+        # a common word matches the queue's rows only, not every decided round's as well
+        _search_index("ix_review_rounds_pending_search", "output", "state = 'pending'"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -59,3 +59,32 @@ def test_upgrade_is_idempotent(empty_db_url):
     assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
     with app.app_context():
         db.engine.dispose()
+
+
+def search_index_definition(conn, name: str) -> str | None:
+    """The CREATE INDEX statement of an index, as the database reports it (None: absent)."""
+    if conn.dialect.name == "postgresql":
+        query = text("SELECT indexdef FROM pg_indexes WHERE indexname = :name")
+    else:
+        query = text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name")
+    return conn.execute(query, {"name": name}).scalar()
+
+
+def test_upgrade_gives_the_queue_a_search_index_of_pending_rounds_only(empty_db_url):
+    """The queue searches pending rounds only; on PostgreSQL a GIN over every round made a
+    common word match all the decided rounds too. SQLite has no full-text index (LIKE)."""
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_db_url})
+    assert app.test_cli_runner().invoke(args=["db", "upgrade"]).exit_code == 0
+    with app.app_context():
+        with db.engine.connect() as conn:
+            pending = search_index_definition(conn, "ix_review_rounds_pending_search")
+            every = search_index_definition(conn, "ix_review_rounds_output_search")
+            postgres = conn.dialect.name == "postgresql"
+        db.engine.dispose()
+    if not postgres:
+        assert (pending, every) == (None, None)
+        return
+    assert pending is not None and every is not None
+    assert "USING gin (to_tsvector('simple'::regconfig, \"left\"(output, 100000)))" in pending
+    assert pending.endswith("WHERE ((state)::text = 'pending'::text)")
+    assert "WHERE" not in every  # the history search still finds decided rounds' outputs

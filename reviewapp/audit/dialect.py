@@ -13,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     SQLColumnExpression,
     String,
+    Table,
     and_,
     case,
     false,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
+from sqlalchemy.ext.compiler import compiles
 
 from ..extensions import db
 from ..models import SEARCH_CONFIG, SEARCH_PREFIX_CHARS
@@ -103,3 +105,14 @@ def text_matches(column: _Column, query_text: str) -> ColumnElement:
         return false()
     return _like_all(column, words)
 
+
+
+@compiles(Table, "sqlite")
+def _sqlite_table(table: Table, compiler: Any, fromhints: Any = None, **kw: Any) -> str:
+    """A table in a SQLite statement, followed by its ``with_hint(..., dialect_name=
+    "sqlite")`` hint, such as ``INDEXED BY ix_name`` (SQLAlchemy drops table hints on
+    SQLite: they are only rendered for dialects with hint syntax of their own)."""
+    sql = compiler.visit_table(table, fromhints=fromhints, **kw)
+    if fromhints and table in fromhints and kw.get("asfrom"):
+        sql += f" {fromhints[table]}"
+    return sql
