@@ -332,11 +332,13 @@ class ReviewRound(Model):
         Index("ix_review_rounds_queue", "state", "received_at", "id"),
         # the metrics' queue per crew (audit/metrics.py; partial: see ResumeJob)
         _partial_index("ix_review_rounds_pending_crew", ["crew_id", "received_at"], "state = 'pending'"),
-        # the history search (audit/history.py): decided rounds' outputs
-        _search_index("ix_review_rounds_output_search", "output"),
-        # the queue search (reviews/services.py): only the pending rounds, ~1% of all, so
-        # a common word matches the queue's rows only, not every decided round's as well
+        # Output search, in two halves that never hold the same row, so each output is
+        # parsed into one index at a time (on arrival, and again when it is decided):
+        # the queue's (reviews/services.py), pending rounds only, ~1% of all, so a common
+        # word matches the queue's rows and not every decided round's as well;
         _search_index("ix_review_rounds_pending_search", "output", "state = 'pending'"),
+        # the history's (audit/history.py), every other round (decided, stale).
+        _search_index("ix_review_rounds_decided_search", "output", "state <> 'pending'"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

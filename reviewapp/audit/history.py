@@ -22,6 +22,7 @@ from ..models import (
     ResumeAttempt,
     ResumeJob,
     ReviewRound,
+    RoundState,
     User,
 )
 from ..statements import inline
@@ -102,11 +103,15 @@ def _resume_calls() -> Any:
 def _search(q: str) -> ColumnElement:
     """Decisions whose feedback, or whose round's output, matches ``q``.
 
-    Written as two ``IN (subquery)`` so PostgreSQL answers each side from its GIN index.
+    Written as two ``IN (subquery)`` so PostgreSQL answers each side from its GIN index;
+    a decided round is never pending, and saying so (as a constant) lets PostgreSQL use
+    the output index of the rounds that are not.
     """
     decision = _DECISIONS.alias()
     by_feedback = select(decision.c.id).where(text_matches(decision.c.feedback, q))
-    by_output = select(_ROUNDS.c.id).where(text_matches(_ROUNDS.c.output, q))
+    by_output = select(_ROUNDS.c.id).where(
+        _ROUNDS.c.state != inline(RoundState.PENDING, _ROUNDS.c.state.type), text_matches(_ROUNDS.c.output, q)
+    )
     return or_(_DECISIONS.c.id.in_(by_feedback), _DECISIONS.c.round_id.in_(by_output))
 
 

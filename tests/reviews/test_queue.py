@@ -371,15 +371,17 @@ def test_sqlite_walks_an_index_in_page_order_at_bench_scale(sqlite_at_bench_scal
 
 
 def test_the_models_give_the_queue_search_an_index_of_pending_rounds_only(app):
-    """The schema the tests create (db.create_all) has the migration's index too."""
+    """The schema the tests create (db.create_all) has the migration's indexes too."""
     from tests.test_migrations import search_index_definition
 
     with app.app_context(), db.engine.connect() as conn:
         pending = search_index_definition(conn, "ix_review_rounds_pending_search")
+        others = search_index_definition(conn, "ix_review_rounds_decided_search")
         if conn.dialect.name != "postgresql":
-            assert pending is None  # SQLite searches with LIKE
+            assert (pending, others) == (None, None)  # SQLite searches with LIKE
             return
     assert pending is not None and pending.endswith("WHERE ((state)::text = 'pending'::text)")
+    assert others is not None and others.endswith("WHERE ((state)::text <> 'pending'::text)")
 
 
 def test_a_text_count_leaves_the_planner_settings_as_they_were(app, make_round):
