@@ -166,7 +166,8 @@ def _safe_for_markdown_it_rs(text: str) -> bool:
         text.count("]:") <= MAX_REFERENCE_MARKS
         and _DEEP_CONTAINERS.search(text) is None
         and (_inline_markers(text) <= MAX_INLINE_MARKERS
-             or max(map(_inline_markers, _BLANK_LINE.split(text))) <= MAX_INLINE_MARKERS)
+             or all(_inline_markers(block) <= MAX_INLINE_MARKERS
+                    for block in _BLANK_LINE.split(text) if len(block) > MAX_INLINE_MARKERS))
     )
 
 
