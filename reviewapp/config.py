@@ -69,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
     "RESUME_BACKOFF_BASE": 2.0,
     "RESUME_BACKOFF_MAX": 300.0,
     "JOB_LEASE_SECONDS": 60,
+    "HISTORY_SEARCH_TIMEOUT_SECONDS": 5,  # PostgreSQL: a history text search stops after this
     "STATUS_POLL_MIN_SECONDS": 15,
     "STATUS_POLL_MAX_SECONDS": 600,
 }

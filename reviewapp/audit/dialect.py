@@ -7,6 +7,8 @@ the package builds portable ``select()`` statements.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import (
@@ -36,6 +38,25 @@ _WORD = re.compile(r"\w+", re.UNICODE)
 
 def dialect_name() -> str:
     return db.session.get_bind().dialect.name
+
+
+@contextmanager
+def planner_settings(**settings: str) -> Iterator[None]:
+    """PostgreSQL: run the statements inside with these transaction-local settings
+    (``enable_seqscan="off"``, ``statement_timeout="5000"``...), restored on the way out;
+    nothing elsewhere. Set with ``SELECT set_config()``, which keeps a read-only
+    transaction read-only (see reviewapp/statements.py) where ``SET LOCAL`` ended it.
+    If a statement inside fails, the caller rolls back, which drops the settings too."""
+    if dialect_name() != "postgresql":
+        yield
+        return
+    names = list(settings)
+    # Names are ours (keyword arguments), values are bound: nothing from a request is spliced.
+    read = ", ".join(f"current_setting('{name}')" for name in names)
+    write = ", ".join(f"set_config('{name}', :{name}, true)" for name in names)
+    before = db.session.execute(text(f"SELECT {read}, {write}"), settings).one()[: len(names)]
+    yield
+    db.session.execute(text(f"SELECT {write}"), dict(zip(names, before, strict=True)))
 
 
 def is_postgres() -> bool:

@@ -11,7 +11,9 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+from flask import current_app
 from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, or_, select, union_all
+from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
 from ..models import (
@@ -26,7 +28,7 @@ from ..models import (
     User,
 )
 from ..statements import inline
-from .dialect import text_matches
+from .dialect import planner_settings, text_matches
 from .filters import DateRange, HistoryFilters
 from .pagination import (
     FIRST,
@@ -199,13 +201,39 @@ def _page_statement(shape: _Shape, direction: str) -> Select:
     return keyset_statement(_statement(shape), _DECISIONS.c.created_at, _DECISIONS.c.id, direction)
 
 
+class SearchTooBroad(Exception):
+    """A text search whose page could not be listed within the time allowed."""
+
+
+# PostgreSQL gathers every match of the words before it sorts by date: a word in most of
+# a million outputs took 70 s with the default work_mem (a lossy bitmap, every output
+# parsed again), 2.5-4 s with this one. The time allowed bounds what one request may cost.
+SEARCH_WORK_MEM = "64MB"
+QUERY_CANCELED = "57014"  # PostgreSQL's SQLSTATE for a statement stopped by statement_timeout
+
+
+def _search_timeout_ms() -> str:
+    return str(int(float(current_app.config["HISTORY_SEARCH_TIMEOUT_SECONDS"]) * 1000))
+
+
 def _rows(filters: HistoryFilters, direction: str, cursor: Cursor | None) -> list[HistoryRow]:
-    if filters.q:  # not cached: the search condition's shape depends on the words
-        stmt = keyset_statement(history_statement(filters), _DECISIONS.c.created_at, _DECISIONS.c.id, direction)
-    else:
-        stmt = _page_statement(_Shape.of(filters), direction)
-    result = db.session.execute(stmt, _parameters(filters) | cursor_parameters(cursor))
-    return [HistoryRow._make(row) for row in result]
+    parameters = _parameters(filters) | cursor_parameters(cursor)
+    if not filters.q:
+        return [HistoryRow._make(row) for row in db.session.execute(_page_statement(_Shape.of(filters), direction),
+                                                                     parameters)]
+    # not cached: the search condition's shape depends on the words
+    stmt = keyset_statement(history_statement(filters), _DECISIONS.c.created_at, _DECISIONS.c.id, direction)
+    try:
+        with planner_settings(work_mem=SEARCH_WORK_MEM, statement_timeout=_search_timeout_ms()):
+            return [HistoryRow._make(row) for row in db.session.execute(stmt, parameters)]
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != QUERY_CANCELED:
+            raise
+        db.session.rollback()
+        raise SearchTooBroad(
+            "These words match too many decisions to list in time. Narrow the search: a date "
+            "range, a crew or a reviewer, or more words."
+        ) from exc
 
 
 def history_page(

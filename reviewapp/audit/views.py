@@ -28,7 +28,7 @@ from .filters import (
     parse_history_filters,
     parse_metric_filters,
 )
-from .history import crew_and_reviewer_choices, crew_choices, history_page
+from .history import SearchTooBroad, crew_and_reviewer_choices, crew_choices, history_page
 from .pagination import CursorError, parse_cursors
 from .services import record_event
 from .templating import FILTERS
@@ -80,16 +80,20 @@ def _listing(template: str, fetch: Callable[..., Any], filters: Any, **context: 
 @opens_below_blueprint(Role.REVIEWER)
 def history():
     crews, reviewers = crew_and_reviewer_choices() if _is_lead() else (crew_choices(), [])
-    return _listing(
-        "audit/history.html",
-        history_page,
-        _history_filters(),
-        crews=crews,
-        reviewers=reviewers,
-        decisions=[(value, value) for value in DECISIONS],
-        outcomes=[(value, value) for value in OUTCOMES],
-        is_lead=_is_lead(),
-    )
+    try:
+        return _listing(
+            "audit/history.html",
+            history_page,
+            _history_filters(),
+            crews=crews,
+            reviewers=reviewers,
+            decisions=[(value, value) for value in DECISIONS],
+            outcomes=[(value, value) for value in OUTCOMES],
+            is_lead=_is_lead(),
+        )
+    except SearchTooBroad as exc:
+        abort_with(400, str(exc))
+        raise  # pragma: no cover - abort_with raises
 
 
 def _export(fmt: str, stream: Callable[[HistoryFilters], Iterator[str]], mimetype: str) -> Response:

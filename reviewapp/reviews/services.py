@@ -27,14 +27,13 @@ from sqlalchemy import (
     func,
     or_,
     select,
-    text,
     tuple_,
     update,
 )
 from sqlalchemy.orm import defer, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..audit.dialect import is_postgres, text_matches
+from ..audit.dialect import is_postgres, planner_settings, text_matches
 from ..audit.pagination import Cursor
 from ..audit.services import record_event
 from ..extensions import db
@@ -246,15 +245,6 @@ def _text_matches(filters: QueueFilters, now: datetime) -> Select:
     return select(found.c.id).where(*_conditions(shape, found.c)).params(_parameters(filters, now))
 
 
-_NO_PLAIN_SCANS = text(
-    "SELECT current_setting('enable_seqscan'), current_setting('enable_indexscan'),"
-    " set_config('enable_seqscan', 'off', true), set_config('enable_indexscan', 'off', true)"
-)
-_RESTORE_SCANS = text(
-    "SELECT set_config('enable_seqscan', :seqscan, true), set_config('enable_indexscan', :indexscan, true)"
-)
-
-
 @contextmanager
 def _index_lookups_only() -> Iterator[None]:
     """PostgreSQL: plan the statements run inside with bitmap index scans only.
@@ -264,17 +254,9 @@ def _index_lookups_only() -> Iterator[None]:
     ix_review_rounds_queue and parsing each output (80 ms for 1001 matches at 1M), or by
     a sequential scan that parses the decided rounds' too. Without plain index and
     sequential scans it looks the words up in ix_review_rounds_pending_search instead, no
-    parsing (1-7 ms). Transaction-local settings, restored on the way out; set with
-    ``SELECT set_config()``, which keeps a read-only transaction read-only (see
-    reviewapp/statements.py) where ``SET LOCAL`` ended it."""
-    if not is_postgres():
+    parsing (1-7 ms)."""
+    with planner_settings(enable_seqscan="off", enable_indexscan="off"):
         yield
-        return
-    seqscan, indexscan, *_ = db.session.execute(_NO_PLAIN_SCANS).one()
-    try:
-        yield
-    finally:
-        db.session.execute(_RESTORE_SCANS, {"seqscan": seqscan, "indexscan": indexscan})
 
 
 _QUEUE_INDEX = "ix_review_rounds_queue"  # (state, received_at, id)

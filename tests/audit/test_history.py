@@ -6,6 +6,7 @@ import pytest
 
 from reviewapp.models import JobState
 from tests.audit.factories import at
+from tests.conftest import is_postgres
 
 
 def rows_of(response) -> int:
@@ -154,3 +155,45 @@ def test_unknown_crew_id_is_just_empty(client, login_as, seeded):
     response = client.get("/audit/history?crew=424242")
     assert response.status_code == 200
     assert "No decisions match these filters." in response.get_data(as_text=True)
+
+
+def test_a_search_that_cannot_be_listed_in_time_is_400_with_a_message(app, client, login_as, seeded, monkeypatch):
+    """PostgreSQL gathers every match before sorting by date: a word in most outputs could
+    take a minute at a million decisions. It stops at HISTORY_SEARCH_TIMEOUT_SECONDS and
+    the lead is told how to narrow the search. (SQLite has no statement timeout.)"""
+    from sqlalchemy import and_, func
+
+    from reviewapp.audit import history
+
+    matches = history.text_matches
+
+    def slow_matches(column, q):  # each candidate row now costs 50 ms, the time allowed is 20
+        return and_(matches(column, q), func.pg_sleep(0.05).is_not(None)) if is_postgres() else matches(column, q)
+
+    monkeypatch.setattr(history, "text_matches", slow_matches)
+    app.config["HISTORY_SEARCH_TIMEOUT_SECONDS"] = 0.02
+    login_as("lead")
+    response = client.get("/audit/history", query_string={"q": "alpha"})
+    if not is_postgres():
+        assert response.status_code == 200 and rows_of(response) == 1
+        return
+    assert response.status_code == 400
+    assert "match too many decisions to list in time" in response.get_data(as_text=True)
+    assert rows_of(client.get("/audit/history")) == 4  # the session goes on
+
+
+def test_a_search_leaves_the_planner_settings_as_they_were(app, seeded):
+    """Within the same transaction: the settings the search ran with are put back."""
+    from sqlalchemy import func, select
+
+    from reviewapp.audit.filters import HistoryFilters
+    from reviewapp.audit.history import history_page
+    from reviewapp.extensions import db
+
+    with app.app_context():
+        shown = select(func.current_setting("statement_timeout"), func.current_setting("work_mem"))
+        before = tuple(db.session.execute(shown).one()) if is_postgres() else None
+        assert len(history_page(HistoryFilters(q="alpha")).rows) == 1
+        if is_postgres():
+            assert tuple(db.session.execute(shown).one()) == before
+            assert before is not None and before[0] == "0"  # no timeout outside the search
