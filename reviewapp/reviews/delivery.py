@@ -66,7 +66,7 @@ from ..models import (
     RoundState,
     utcnow,
 )
-from .services import job_fields
+from .services import body_fields, job_fields
 
 log = logging.getLogger("reviewapp.delivery")
 
@@ -150,16 +150,16 @@ def worker_identity(kind: str = "worker") -> str:
     return f"{kind}:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"[:64]
 
 
-def prepare(job: ResumeJob, round_: ReviewRound) -> Outbound | None:
+def prepare(job_id: int, body: dict[str, Any], round_: ReviewRound) -> Outbound | None:
     """The ``/resume`` request of a job just created for ``round_`` (whose execution and
-    crew are loaded), built before the commit that would expire those rows, so sending
-    it inline reads nothing back. None when it cannot be built here (e.g. a secret that
-    does not decrypt): :func:`deliver_leased` then builds it from the database, and records
-    why it fails."""
+    crew are loaded) with the stored ``body``, built before the commit that would expire
+    those rows, so sending it inline reads nothing back. None when it cannot be built
+    here (e.g. a secret that does not decrypt): :func:`deliver_leased` then builds it from
+    the database, and records why it fails."""
     try:
-        return _outbound(round_.crew, job_fields(job), round_)
+        return _outbound(round_.crew, body_fields(body), round_)
     except Exception:  # never in the way of committing the decision
-        log.warning("resume job %s: request not prepared inline", job.id, exc_info=True)
+        log.warning("resume job %s: request not prepared inline", job_id, exc_info=True)
         return None
 
 

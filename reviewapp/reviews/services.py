@@ -35,7 +35,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ..audit.dialect import is_postgres, planner_settings, text_matches
 from ..audit.pagination import Cursor
-from ..audit.services import record_event
+from ..audit.services import client_ip, record_event
 from ..extensions import db
 from ..models import (
     Crew,
@@ -51,6 +51,7 @@ from ..models import (
     utcnow,
 )
 from ..statements import inline
+from . import decision_writes
 
 FEEDBACK_MAX_CHARS = 20_000
 SNIPPET_CHARS = 160
@@ -524,13 +525,18 @@ def output_starts(round_ids: list[int], chars: int) -> dict[int, str]:
     return {round_id: start or "" for round_id, start in db.session.execute(stmt)}
 
 
+def round_name(round_: ReviewRound) -> str:
+    """How the audit log names a round."""
+    return f"{round_.task_id} round {round_.round_number}"
+
+
 def _round_event(event: str, actor: User, round_: ReviewRound, details: dict[str, object]) -> None:
     record_event(
         event,
         actor=actor,
         target_type="review_round",
         target_id=round_.id,
-        target_name=f"{round_.task_id} round {round_.round_number}"[:128],
+        target_name=round_name(round_)[:128],
         details=details,
     )
 
@@ -550,7 +556,12 @@ RESUME_FIELDS = ("execution_id", "task_id", "human_feedback", "is_approve")
 
 def job_fields(job: ResumeJob) -> dict[str, Any]:
     """The stored section-1 fields of a job, as keyword arguments for build_resume_body."""
-    return {key: job.body[key] for key in RESUME_FIELDS}
+    return body_fields(job.body)
+
+
+def body_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """The section-1 fields of a job's stored body (see :func:`job_fields`)."""
+    return {key: body[key] for key in RESUME_FIELDS}
 
 
 # --------------------------------------------------------------------------- decisions
@@ -586,13 +597,20 @@ def _now_decided(round_: ReviewRound) -> None:
 
 
 _ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
-# pending -> decided, unless someone else holds a live claim; built once, values bound.
-_DECIDE = (
-    update(_ROUNDS)
-    .where(_ROUNDS.c.id == bindparam("round_id"), _ROUNDS.c.state == RoundState.PENDING,
-           _claimable_by(bindparam("reviewer_id"), bindparam("now"), _ROUNDS.c))
-    .values(state=RoundState.DECIDED, claimed_by_id=None, claim_expires_at=None)
-)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A decision just recorded (the caller commits) and its resume job."""
+
+    decision_id: int
+    job_id: int
+    job_body: dict[str, Any]  # the section-1 fields stored in the job
+    leased: bool  # the job was created leased to the caller (see submit_decision)
+
+
+# The conditional UPDATE's claim test (parameters ``reviewer_id`` and ``now``), built once.
+_CLAIMABLE = _claimable_by(bindparam("reviewer_id"), bindparam("now"), _ROUNDS.c)
 
 
 def submit_decision(
@@ -604,12 +622,13 @@ def submit_decision(
     reason_code: str | None = None,
     now: datetime | None = None,
     lease: tuple[str, datetime] | None = None,
-) -> Decision:
+) -> Submitted:
     """Record the decision and its resume job, or raise why someone else won.
 
     The round moves pending -> decided in one conditional UPDATE (also requiring that no
     one else holds a live claim); only the caller whose UPDATE matched a row inserts the
-    Decision (unique per round) and the ResumeJob. The caller commits both at once.
+    Decision (unique per round), the ResumeJob and the audit event (decision_writes.py:
+    one statement on PostgreSQL). The caller commits them at once.
 
     ``lease`` (owner, expiry): the job is created leased to a caller that sends it right
     after the commit (saving a lease UPDATE and a commit per decision). Should that caller
@@ -627,43 +646,31 @@ def submit_decision(
         reason_code = None
     elif reason_code not in revision_reasons():
         raise ReviewError("Choose a reason from the list, or none.")
-    won = db.session.execute(_DECIDE, {"round_id": round_.id, "reviewer_id": reviewer.id, "now": now})
-    if won.rowcount != 1:  # type: ignore[attr-defined]
-        raise _conflict(round_, reviewer, now)
-    _now_decided(round_)
-    decision = Decision(
+    owner, until = lease if lease is not None and not round_.crew.token_broken else (None, None)
+    body = resume_fields(round_, feedback=feedback, is_approve=is_approve)
+    row = decision_writes.DecisionRow(
         round_id=round_.id,
+        round_name=round_name(round_),
+        crew_id=round_.crew_id,
         reviewer_id=reviewer.id,
+        reviewer_name=reviewer.username,
         is_approve=is_approve,
         feedback=feedback,
         reason_code=reason_code,
-        created_at=now,
-    )
-    owner, until = lease if lease is not None and not round_.crew.token_broken else (None, None)
-    job = ResumeJob(
-        decision=decision,
-        crew_id=round_.crew_id,
-        body=resume_fields(round_, feedback=feedback, is_approve=is_approve),
-        next_attempt_at=now,
+        job_body=body,
         lease_owner=owner,
         lease_expires_at=until,
-        created_at=now,
+        details={"decision": "approve" if is_approve else "revise", "reason": reason_code,
+                 "crew": round_.crew.name, "execution": round_.execution.kickoff_id},
+        source_ip=client_ip(),
+        now=now,
     )
-    db.session.add_all([decision, job])
-    db.session.flush()
-    _round_event(
-        "decision_submitted",
-        reviewer,
-        round_,
-        {
-            "decision": "approve" if is_approve else "revise",
-            "reason": reason_code,
-            "crew": round_.crew.name,
-            "execution": round_.execution.kickoff_id,
-            "job_id": job.id,
-        },
-    )
-    return decision
+    written = decision_writes.record(row, _CLAIMABLE)
+    if written is None:
+        raise _conflict(round_, reviewer, now)
+    _now_decided(round_)
+    decision_id, job_id = written
+    return Submitted(decision_id=decision_id, job_id=job_id, job_body=body, leased=owner is not None)
 
 
 def get_decision(decision_id: int) -> Decision | None:

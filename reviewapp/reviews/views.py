@@ -313,7 +313,7 @@ def decide(round_id: int):
         return _review_page(round_, form, status=400)
     lease = delivery.inline_lease()
     try:
-        decision = services.submit_decision(
+        submitted = services.submit_decision(
             round_,
             current_user,
             is_approve=form.is_approve,
@@ -321,10 +321,8 @@ def decide(round_id: int):
             reason_code=form.reason.data or None,
             lease=lease,
         )
-        # Read before the commit expires them (no reload of the decision, its job and crew).
-        decision_id, job = decision.id, decision.job
-        leased = job if job is not None and job.lease_owner is not None else None
-        job_id, outbound = (leased.id, delivery.prepare(leased, round_)) if leased else (None, None)
+        # Built before the commit expires the round, its execution and crew (no reload).
+        outbound = delivery.prepare(submitted.job_id, submitted.job_body, round_) if submitted.leased else None
         db.session.commit()
     except services.RoundConflict as exc:
         db.session.rollback()
@@ -337,8 +335,8 @@ def decide(round_id: int):
         db.session.rollback()
         form.feedback.errors = [*form.feedback.errors, str(exc)]
         return _review_page(round_, form, status=400)
-    _deliver_now(job_id, lease[0], outbound)
-    return redirect(url_for("reviews.decision", decision_id=decision_id))
+    _deliver_now(submitted.job_id if submitted.leased else None, lease[0], outbound)
+    return redirect(url_for("reviews.decision", decision_id=submitted.decision_id))
 
 
 def _deliver_now(job_id: int | None, owner: str, outbound: delivery.Outbound | None) -> None:

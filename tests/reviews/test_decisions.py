@@ -43,8 +43,11 @@ def test_approve_without_feedback_stores_decision_and_job(app, client, login_as,
     assert job.body == {"execution_id": kickoff, "task_id": "research_task", "human_feedback": "", "is_approve": True}
     assert row.state is RoundState.DECIDED and row.claimed_by_id is None
     [event] = audit_events(app, "decision_submitted")
-    assert event.actor_id == me.id and event.target_id == str(rid)
-    assert event.details["decision"] == "approve"
+    assert (event.actor_id, event.actor_name, event.target_type, event.target_id, event.target_name) == (
+        me.id, me.username, "review_round", str(rid), "research_task round 1")
+    assert event.source_ip == "127.0.0.1"
+    assert event.details == {"decision": "approve", "reason": None, "crew": "research", "execution": kickoff,
+                             "job_id": job.id}
 
 
 def test_revision_needs_feedback(app, client, login_as, make_round):

@@ -58,11 +58,11 @@ def decide_quietly(app, rid, username="quiet", *, is_approve=True, feedback="ok"
     """A committed decision whose job nobody has tried yet (as if the process died)."""
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == username))
-        decision = services.submit_decision(
+        submitted = services.submit_decision(
             db.session.get(ReviewRound, rid), user, is_approve=is_approve, feedback=feedback
         )
         db.session.commit()
-        return decision.job.id
+        return submitted.job_id
 
 
 def work(app, *, later=True, worker="worker-1") -> int:
