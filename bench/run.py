@@ -269,14 +269,15 @@ def _decide_rounds(url: str, app: Any, count: int) -> tuple[list[int], Callable[
 
 def case_decide(res: Results, url: str, app: Any, sandbox: Sandbox, scale: Scale) -> None:
     """Decision submits through to the sandbox's /resume, and its /resume called alone:
-    four at a time (the budget's figure, as in earlier rounds), then one at a time.
+    four at a time (the figure earlier rounds held to the budget), then one at a time.
+    Both are held to the budget.
 
-    Four at a time on two cores measures the submit's latency under load: the app's
-    work per decision (the submit, and the task and crew webhooks the sandbox sends back
-    after each /resume) queues behind the other three, and the sandbox (AMP's stand-in,
-    which in production runs elsewhere) spends its own CPU on the same two cores, while
-    /resume alone is cheap. One at a time measures the latency a reviewer sees. Both
-    are sent with the light client (Poster, since round 3; requests before)."""
+    One at a time measures what a reviewer's submit adds to AMP's latency. Four at a
+    time on two cores measures the same under load: the app's work per decision (the
+    submit, and the task and crew webhooks the sandbox sends back after each /resume)
+    queues behind the other three, and the sandbox (AMP's stand-in, which in production
+    runs elsewhere) spends its own CPU on the same two cores, while /resume alone is
+    cheap. Both are sent with the light client (Poster, since round 3; requests before)."""
     rounds, decide = _decide_rounds(url, app, scale.decides)
     # concurrency 4 over 4 sessions: round i and i+4 share a session but never run together
     figure = res.add(timed_calls("decision submit -> /resume", decide, count=len(rounds), concurrency=4))
@@ -451,10 +452,11 @@ def budgets(res: Results) -> list[tuple[str, str, bool]]:
     review, first = fig[REVIEW_PAGE], fig[FIRST_VIEWS]
     rows.append(("review page p99 < 100 ms (shown again)", f"{review.p99_ms:.0f} ms", review.p99_ms < 100))
     rows.append(("review page p99 < 100 ms (first view)", f"{first.p99_ms:.0f} ms", first.p99_ms < 100))
-    overhead = res.checks["decide_overhead_p50_ms"]
-    rows.append(("decide overhead p50 < 15 ms (4 at a time)", f"{overhead:.1f} ms", overhead < 15))
     one = res.checks["decide_overhead_one_at_a_time_p50_ms"]
-    rows.append(("decide overhead p50 < 15 ms (one at a time)", f"{one:.1f} ms", one < 15))
+    rows.append(("decide overhead p50 < 15 ms (one submit at a time)", f"{one:.1f} ms", one < 15))
+    overhead = res.checks["decide_overhead_p50_ms"]
+    rows.append(("decide overhead p50 < 15 ms (4 at a time)",
+                 f"{overhead:.1f} ms", overhead < 15))
     hooks = res.figures[WEBHOOK_BURST]
     rows.append(("webhooks >= 500/s, none lost, dups dropped",
                  f"{hooks.rps:.0f}/s, {'ok' if res.checks['webhooks']['ok'] else 'MISMATCH'}",
