@@ -92,7 +92,7 @@ def history():
     )
 
 
-def _export(fmt: str, stream: Callable[[HistoryFilters], Iterator[str]], mimetype: str) -> Response:
+def _export(fmt: str, stream: Callable[[HistoryFilters], Iterator[bytes]], mimetype: str) -> Response:
     filters = _history_filters()
     record_event("history_exported", actor=current_user, details={"format": fmt, "filters": filters.as_args()})
     db.session.commit()
