@@ -25,14 +25,12 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import psycopg
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Connection,
-    Dialect,
     Integer,
     Select,
     String,
@@ -52,6 +50,9 @@ from ..statements import inline
 from .dialect import is_postgres, iso_utc
 from .filters import HistoryFilters
 from .history import history_statement
+
+if TYPE_CHECKING:
+    import psycopg
 
 COLUMNS = (
     "decision_id",
@@ -177,36 +178,45 @@ def export_blocks(filters: HistoryFilters, *, for_csv: bool) -> Iterator[Sequenc
     yield from result.partitions(EXPORT_BATCH)
 
 
-def _driver_sql(stmt: Select, dialect: Dialect) -> tuple[str, dict[str, Any]]:
-    """``stmt`` as the driver's SQL text (named ``%(name)s`` placeholders) and its
-    parameter values, as SQLAlchemy would send them."""
+def _driver(connection: Connection) -> psycopg.Connection[Any]:
+    return cast("psycopg.Connection[Any]", connection.connection.driver_connection)
+
+
+def _copy_statement(stmt: Select, connection: Connection) -> str:
+    """``COPY (stmt) TO STDOUT`` as CSV, ``stmt``'s parameter values merged in.
+
+    ``COPY`` takes no server-side parameters, so psycopg merges them into the text
+    (client-side binding: its own quoting, the one its ``ClientCursor`` uses), after
+    each value is processed as SQLAlchemy processes it for an ordinary execution."""
+    from psycopg import ClientCursor  # PostgreSQL only: not loaded on SQLite
+
+    dialect = connection.dialect
     compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
     parameters = {}
     for name, value in compiled.params.items():
         process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
-        parameters[name] = process(value) if process else value
-    return compiled.string, parameters
+        parameters[compiled.escaped_bind_names.get(name, name)] = process(value) if process else value
+    with ClientCursor(_driver(connection)) as cursor:
+        query = cursor.mogrify(compiled.string, parameters)
+    return f"COPY ({query}) TO STDOUT WITH (FORMAT csv)"
 
 
 def _crlf_lines(lines: list[Any]) -> bytes:
-    """CSV lines as ``COPY`` ends them (``\n``), ended as Python's writer ends them
-    (``\r\n``). A line break inside a quoted cell stays as it is."""
+    """CSV lines as ``COPY`` ends them (LF), ended as Python's writer ends them (CR LF).
+    A line break inside a quoted cell stays as it is."""
     return b"\r\n".join(line[:-1] for line in lines) + b"\r\n"
 
 
 def _copied_csv(filters: HistoryFilters) -> Iterator[bytes]:
-    """The CSV lines, written by PostgreSQL (``COPY ... TO STDOUT WITH (FORMAT csv)``),
-    one chunk per EXPORT_BATCH lines (``COPY`` hands over one line at a time).
-
-    ``COPY`` takes no server-side parameters: psycopg merges the filter values into the
-    statement (client-side binding, its own quoting). If the client goes away, the
-    statement is cancelled rather than read to its end."""
+    """The CSV lines, written by PostgreSQL (:func:`_copy_statement`), one chunk per
+    EXPORT_BATCH lines (``COPY`` hands them over one at a time). If the client goes
+    away, the statement is cancelled rather than read to its end."""
     connection = db.session.connection()
     _streaming_plan(connection)
-    sql, parameters = _driver_sql(export_statement(filters, for_csv=True), connection.dialect)
-    driver = cast(psycopg.Connection, connection.connection.driver_connection)
+    statement = _copy_statement(export_statement(filters, for_csv=True), connection)
+    driver = _driver(connection)
     encoding = driver.info.encoding
-    with driver.cursor() as cursor, cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", parameters) as copy:
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
         try:
             lines: list[Any] = []
             for line in copy:

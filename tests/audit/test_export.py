@@ -214,6 +214,16 @@ def test_csv_filters_give_the_same_bytes_on_every_path(client, login_as, awkward
     assert [row["feedback"] for row in csv_rows_of(body)] == ["line\nbreak"]
 
 
+@pytest.mark.parametrize("q", ["it's", "back\\slash", "100%", "%(crew_id)s", "'); SELECT 1; --"])
+def test_search_text_is_only_ever_a_value_in_the_csv_statement(client, login_as, awkward, q):
+    """PostgreSQL's COPY takes its values merged into the statement: quotes, backslashes
+    and percent signs in the search box stay a search."""
+    login_as("lead")
+    response = client.get("/audit/history/export.csv", query_string={"q": q})
+    assert response.status_code == 200
+    assert response.get_data() == export.CSV_HEADER + b"".join(export.written_csv(HistoryFilters(q=q)))
+
+
 def test_a_csv_export_left_half_read_leaves_the_app_working(app, client, login_as, monkeypatch):
     """A client that goes away mid-export: the stream is closed (on PostgreSQL the COPY
     is cancelled), and the next export is whole."""
