@@ -190,14 +190,14 @@ def _copy_statement(stmt: Select, connection: Connection) -> str:
     each value is processed as SQLAlchemy processes it for an ordinary execution."""
     from psycopg import ClientCursor  # PostgreSQL only: not loaded on SQLite
 
-    dialect = connection.dialect
-    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    compiled = stmt.compile(dialect=connection.dialect)
+    expanded = compiled.construct_expanded_state(escape_names=False)  # inline() values rendered
     parameters = {}
-    for name, value in compiled.params.items():
-        process = compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
+    for name, value in expanded.parameters.items():
+        process = expanded.processors.get(name)
         parameters[compiled.escaped_bind_names.get(name, name)] = process(value) if process else value
     with ClientCursor(_driver(connection)) as cursor:
-        query = cursor.mogrify(compiled.string, parameters)
+        query = cursor.mogrify(expanded.statement, parameters)
     return f"COPY ({query}) TO STDOUT WITH (FORMAT csv)"
 
 

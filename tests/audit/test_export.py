@@ -5,16 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date
 
 import pytest
 from sqlalchemy import select
 
 from reviewapp.audit import export
 from reviewapp.audit.export import COLUMNS, neutralise
-from reviewapp.audit.filters import DateRange, HistoryFilters
+from reviewapp.audit.filters import HistoryFilters, parse_history_filters
 from reviewapp.extensions import db
-from reviewapp.models import AuditEvent, JobState
+from reviewapp.models import AuditEvent, Crew, JobState, User
 from tests.audit.factories import AuditFactory, at
 
 
@@ -183,7 +182,7 @@ AWKWARD = [
 def awkward(factory):
     for n, text in enumerate(AWKWARD):
         factory.decided(
-            crew=f"crew {text}", reviewer=f"rev{n}", feedback=text, reason=text or None, task_id=f"{text}task",
+            crew=f"crew {text}", reviewer=f"rev{n}", approve=n % 4 != 1, feedback=text, reason=text or None, task_id=f"{text}task",
             received_at=at(n, days=n), wait_minutes=5 + n * 0.0101,
             job_state=(None, JobState.FAILED, JobState.SUCCEEDED)[n % 3], http_status=(None, 503)[n % 2],
         )
@@ -205,13 +204,28 @@ def test_csv_is_the_same_bytes_on_every_path(client, login_as, awkward):
     assert {row[COLUMNS.index("attempts")] for row in rows[::3]} == {""}  # no resume job
 
 
-def test_csv_filters_give_the_same_bytes_on_every_path(client, login_as, awkward):
+def _ids(model, name_column, value):
+    return db.session.scalar(select(model.id).where(name_column == value))
+
+
+@pytest.mark.parametrize("args", [
+    {"q": "break", "from": "2025-03-03", "decision": "approve"},
+    {"crew": "crew plain"}, {"reviewer": "rev3"}, {"outcome": "failed"}, {"decision": "revise"},
+    {"from": "2025-03-10", "to": "2025-03-20"},
+])
+def test_csv_filters_give_the_same_bytes_on_every_path(client, login_as, awkward, args):
+    """Every filter shape (the crew and the reviewer are parameters of the cached
+    statement, the state and the dates are written into it)."""
+    if "crew" in args:
+        args = args | {"crew": str(_ids(Crew, Crew.name, args["crew"]))}
+    if "reviewer" in args:
+        args = args | {"reviewer": str(_ids(User, User.username, args["reviewer"]))}
     login_as("lead")
-    args = "?q=break&from=2025-03-03&decision=approve"
-    body = client.get(f"/audit/history/export.csv{args}").get_data()
-    filters = HistoryFilters(q="break", decision="approve", dates=DateRange(first=date(2025, 3, 3)))
-    assert body == export.CSV_HEADER + b"".join(export.written_csv(filters))
-    assert [row["feedback"] for row in csv_rows_of(body)] == ["line\nbreak"]
+    body = client.get("/audit/history/export.csv", query_string=args).get_data()
+    assert body == export.CSV_HEADER + b"".join(export.written_csv(parse_history_filters(args)))
+    assert 0 < len(csv_rows_of(body)) < len(AWKWARD)
+    if "q" in args:
+        assert [row["feedback"] for row in csv_rows_of(body)] == ["line\nbreak"]
 
 
 @pytest.mark.parametrize("q", ["it's", "back\\slash", "100%", "%(crew_id)s", "'); SELECT 1; --"])
