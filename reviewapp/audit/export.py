@@ -153,14 +153,19 @@ def export_statement(filters: HistoryFilters, *, for_csv: bool) -> Select:
     return stmt.with_only_columns(*columns, maintain_column_froms=False).order_by(Decision.created_at, Decision.id)
 
 
+_STREAMING_PLAN = {"jit": "off", "enable_hashjoin": "off", "enable_mergejoin": "off", "max_parallel_workers_per_gather": "0"}
+
+
 def _streaming_plan(connection: Connection) -> None:
     """Plan this transaction's export as a cursor would be planned (PostgreSQL): the
     rows in order from the decisions' index, each joined by index probes (nested
     loops). Hash and merge joins would read, join and sort the whole history before
     the first row (spilling the sort to disk at 1M rows). JIT compiling this
-    long-running plan costs more than it saves. Ends with the transaction."""
-    for setting in ("jit", "enable_hashjoin", "enable_mergejoin"):
-        connection.exec_driver_sql(f"SET LOCAL {setting} = off")
+    long-running plan costs more than it saves. One backend, no parallel workers: the
+    web process sending the rows needs the other core (at 1M rows, serial was 10-15%
+    faster than two workers on the 2-core bench machine). Ends with the transaction."""
+    for setting, value in _STREAMING_PLAN.items():
+        connection.exec_driver_sql(f"SET LOCAL {setting} = {value}")
 
 
 def export_blocks(filters: HistoryFilters, *, for_csv: bool) -> Iterator[Sequence[Any]]:
