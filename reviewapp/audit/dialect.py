@@ -72,9 +72,9 @@ def iso_utc(column: _Column) -> ColumnElement:
     database: ``2025-03-03T09:05:00+00:00``, ``.ffffff`` before the offset only when
     the microseconds are not zero."""
     if is_postgres():
-        utc = func.timezone("UTC", column)
-        micros = case((func.date_trunc("second", utc) == utc, ""), else_=_text(func.to_char(utc, ".US")))
-        return _text(func.to_char(utc, 'YYYY-MM-DD"T"HH24:MI:SS')) + micros + "+00:00"
+        # One to_char with the microseconds, then ".000000" dropped (it can only stand there).
+        iso = func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')
+        return _text(func.replace(iso, ".000000+", "+"))
     # SQLite keeps UTC times as 'YYYY-MM-DD HH:MM:SS.ffffff' text (see models.UtcDateTime)
     stored = _text(column)
     fraction = _text(func.substr(stored, 20))

@@ -96,7 +96,7 @@ def history():
         raise  # pragma: no cover - abort_with raises
 
 
-def _export(fmt: str, stream: Callable[[HistoryFilters], Iterator[str]], mimetype: str) -> Response:
+def _export(fmt: str, stream: Callable[[HistoryFilters], Iterator[bytes]], mimetype: str) -> Response:
     filters = _history_filters()
     record_event("history_exported", actor=current_user, details={"format": fmt, "filters": filters.as_args()})
     db.session.commit()

@@ -11,13 +11,18 @@ from sqlalchemy import select
 
 from reviewapp.audit import export
 from reviewapp.audit.export import COLUMNS, neutralise
+from reviewapp.audit.filters import HistoryFilters, parse_history_filters
 from reviewapp.extensions import db
-from reviewapp.models import AuditEvent, JobState
+from reviewapp.models import AuditEvent, Crew, JobState, User
 from tests.audit.factories import AuditFactory, at
 
 
 def csv_rows(response) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    return csv_rows_of(response.get_data())
+
+
+def csv_rows_of(body: bytes) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(body.decode(), newline="")))
 
 
 @pytest.fixture
@@ -162,3 +167,89 @@ def test_times_are_written_as_isoformat(client, login_as, factory):
     assert [r["decided_at"] for r in csv_rows(client.get("/audit/history/export.csv"))] == expected
     lines = client.get("/audit/history/export.jsonl").get_data(as_text=True).splitlines()
     assert [json.loads(line)["notified_at"] for line in lines] == [at(0).isoformat(), at(days=1).isoformat()]
+
+
+# Cells that CSV writers quote, escape or could write differently: PostgreSQL's COPY and
+# Python's csv module must agree on every one of them.
+AWKWARD = [
+    "", "plain", "a,b", 'say "hi"', '"', ",", "line\nbreak", "crlf\r\nend", "cr\ronly",
+    "=1+2", "-", "+x", "@SUM(A1)", "\tlead", "\rlead", "ünïcødé ✓ 日本語 🙂", " spaced ", "\\.",
+    "tab\tinside", "trailing\n", "'already",
+]
+
+
+@pytest.fixture
+def awkward(factory):
+    for n, text in enumerate(AWKWARD):
+        factory.decided(
+            crew=f"crew {text}", reviewer=f"rev{n}", approve=n % 4 != 1, feedback=text, reason=text or None, task_id=f"{text}task",
+            received_at=at(n, days=n), wait_minutes=5 + n * 0.0101,
+            job_state=(None, JobState.FAILED, JobState.SUCCEEDED)[n % 3], http_status=(None, 503)[n % 2],
+        )
+    factory.commit()
+
+
+def test_csv_is_the_same_bytes_on_every_path(client, login_as, awkward):
+    """On PostgreSQL the database writes the CSV (COPY): byte for byte what Python's csv
+    module writes from the same rows (on SQLite that is the path itself)."""
+    login_as("lead")
+    body = client.get("/audit/history/export.csv").get_data()
+    assert body == export.CSV_HEADER + b"".join(export.written_csv(HistoryFilters()))
+    assert body.count(b"\r\n") >= len(AWKWARD) + 1
+    rows = list(csv.reader(io.StringIO(body.decode(), newline="")))[1:]
+    assert [row[COLUMNS.index("feedback")] for row in rows] == [neutralise(text) for text in AWKWARD]
+    assert [row[COLUMNS.index("reason_code")] for row in rows] == [neutralise(text) for text in AWKWARD]
+    assert [row[COLUMNS.index("last_http_status")] for row in rows] == [
+        "503" if n % 3 and n % 2 else "" for n in range(len(AWKWARD))]
+    assert {row[COLUMNS.index("attempts")] for row in rows[::3]} == {""}  # no resume job
+
+
+def _ids(model, name_column, value):
+    return db.session.scalar(select(model.id).where(name_column == value))
+
+
+@pytest.mark.parametrize("args", [
+    {"q": "break", "from": "2025-03-03", "decision": "approve"},
+    {"crew": "crew plain"}, {"reviewer": "rev3"}, {"outcome": "failed"}, {"decision": "revise"},
+    {"from": "2025-03-10", "to": "2025-03-20"},
+])
+def test_csv_filters_give_the_same_bytes_on_every_path(client, login_as, awkward, args):
+    """Every filter shape (the crew and the reviewer are parameters of the cached
+    statement, the state and the dates are written into it)."""
+    if "crew" in args:
+        args = args | {"crew": str(_ids(Crew, Crew.name, args["crew"]))}
+    if "reviewer" in args:
+        args = args | {"reviewer": str(_ids(User, User.username, args["reviewer"]))}
+    login_as("lead")
+    body = client.get("/audit/history/export.csv", query_string=args).get_data()
+    assert body == export.CSV_HEADER + b"".join(export.written_csv(parse_history_filters(args)))
+    assert 0 < len(csv_rows_of(body)) < len(AWKWARD)
+    if "q" in args:
+        assert [row["feedback"] for row in csv_rows_of(body)] == ["line\nbreak"]
+
+
+@pytest.mark.parametrize("q", ["it's", "back\\slash", "100%", "%(crew_id)s", "'); SELECT 1; --"])
+def test_search_text_is_only_ever_a_value_in_the_csv_statement(client, login_as, awkward, q):
+    """PostgreSQL's COPY takes its values merged into the statement: quotes, backslashes
+    and percent signs in the search box stay a search."""
+    login_as("lead")
+    response = client.get("/audit/history/export.csv", query_string={"q": q})
+    assert response.status_code == 200
+    assert response.get_data() == export.CSV_HEADER + b"".join(export.written_csv(HistoryFilters(q=q)))
+
+
+def test_a_csv_export_left_half_read_leaves_the_app_working(app, client, login_as, monkeypatch):
+    """A client that goes away mid-export: the stream is closed (on PostgreSQL the COPY
+    is cancelled), and the next export is whole."""
+    monkeypatch.setattr(export, "EXPORT_BATCH", 50)
+    with app.app_context():
+        factory = AuditFactory()
+        for n in range(200):
+            factory.decided(feedback=f"row {n}", received_at=at(n), job_state=None)
+        factory.commit()
+    login_as("lead")
+    response = client.get("/audit/history/export.csv", buffered=False)
+    chunks = iter(response.response)
+    next(chunks), next(chunks)
+    response.close()
+    assert len(csv_rows_of(client.get("/audit/history/export.csv").get_data())) == 200
