@@ -437,12 +437,27 @@ def claim_round(round_: ReviewRound, user: User, *, now: datetime | None = None)
             ReviewRound.state == RoundState.PENDING,
             _claimable_by(user.id, now),
         )
-        .values(claimed_by_id=user.id, claim_expires_at=now + timedelta(minutes=claim_minutes()))
+        .values(claimed_by_id=user.id, claim_expires_at=now + _claim_duration())
         .execution_options(synchronize_session=False)
     )
     db.session.execute(stmt)
     db.session.refresh(round_)
     return claim_status(round_, user, now=now)
+
+
+def claim_on_open(round_: ReviewRound, user: User, *, now: datetime | None = None) -> ClaimStatus:
+    """Opening a pending round claims it. Shown again while the viewer's own claim has more
+    than half its time left, nothing is written (the open page's heartbeat extends it):
+    a reload is a read, and several tabs of one reviewer do not queue for a write lock."""
+    now = now or utcnow()
+    expires = round_.claim_expires_at
+    if round_.claimed_by_id == user.id and expires is not None and expires - now > _claim_duration() / 2:
+        return claim_status(round_, user, now=now)
+    return claim_round(round_, user, now=now)
+
+
+def _claim_duration() -> timedelta:
+    return timedelta(minutes=claim_minutes())
 
 
 def take_over(round_: ReviewRound, lead: User, *, now: datetime | None = None) -> ClaimStatus:
@@ -454,7 +469,7 @@ def take_over(round_: ReviewRound, lead: User, *, now: datetime | None = None) -
     result = db.session.execute(
         update(ReviewRound)
         .where(ReviewRound.id == round_.id, ReviewRound.state == RoundState.PENDING)
-        .values(claimed_by_id=lead.id, claim_expires_at=now + timedelta(minutes=claim_minutes()))
+        .values(claimed_by_id=lead.id, claim_expires_at=now + _claim_duration())
         .execution_options(synchronize_session=False)
     )
     db.session.refresh(round_)

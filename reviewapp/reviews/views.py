@@ -241,14 +241,15 @@ def _decision_form() -> DecisionForm:
 
 @bp.route("/rounds/<int:round_id>")
 def review(round_id: int):
-    """Opening a pending round claims it (a time-limited soft lock, extended by the page).
+    """Opening a pending round claims it (a time-limited soft lock, extended by the page;
+    see services.claim_on_open).
 
     The page is built before the claim is committed: after the commit every loaded row
     would be expired and read again (the round, its crew and execution, the user)."""
     round_ = _found(services.get_round(round_id, output=False), "No such review round.")
     claimed = round_.state is RoundState.PENDING
     if claimed:
-        services.claim_round(round_, current_user)
+        services.claim_on_open(round_, current_user)
     page = _review_page(round_, _decision_form())
     if claimed:
         db.session.commit()

@@ -55,6 +55,25 @@ def test_others_see_who_reviews_and_cannot_take_it(app, client, login_as, make_u
     assert round_row(app, rid).claimed_by_id == other.id
 
 
+def test_opening_again_writes_nothing_while_more_than_half_the_claim_is_left(app, client, login_as, make_round):
+    from tests.sqlcapture import captured_statements
+
+    rid = make_round()
+    login_as("reviewer")
+    client.get(f"/rounds/{rid}")
+    first = round_row(app, rid).claim_expires_at
+    with captured_statements(app) as seen:
+        assert client.get(f"/rounds/{rid}").status_code == 200
+    assert not [statement for statement in seen if statement.startswith("UPDATE")], seen
+    assert round_row(app, rid).claim_expires_at == first
+    with app.app_context():  # 1.4 of the 3 minutes left: the next view extends the claim
+        db.session.get(ReviewRound, rid).claim_expires_at = utcnow() + timedelta(minutes=1.4)
+        db.session.commit()
+    before = utcnow()
+    client.get(f"/rounds/{rid}")
+    assert round_row(app, rid).claim_expires_at >= before + timedelta(minutes=3)
+
+
 def test_an_expired_claim_can_be_taken(app, client, login_as, make_user, make_round):
     rid = make_round()
     other = make_user("bob", "reviewer")
