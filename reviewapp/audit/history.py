@@ -48,6 +48,7 @@ KICKOFF_SHORT_CHARS = 8  # of a kickoff id, the page shows this much under the e
 # The statements read table columns (Core), not ORM attributes: no ORM compile and
 # row-loading steps (for 51 rows of 17 columns those cost more than the query itself).
 _DECISIONS, _ROUNDS, _EXECUTIONS = Decision.__table__, ReviewRound.__table__, Execution.__table__
+_ROUNDS_LISTING = "ix_review_rounds_listing"
 _CREW_TABLE, _USER_TABLE = Crew.__table__, User.__table__
 _JOBS, _ATTEMPTS = ResumeJob.__table__, ResumeAttempt.__table__
 
@@ -187,6 +188,9 @@ def _statement(shape: _Shape) -> Select:
             .outerjoin(_JOBS, _JOBS.c.decision_id == decisions.id)
         )
         .where(*_conditions(shape))
+        # SQLite: the round's columns from its listing index, never from a row that may
+        # hold a long output before received_at (see ReviewRound.__table_args__).
+        .with_hint(_ROUNDS, f"INDEXED BY {_ROUNDS_LISTING}", dialect_name="sqlite")
     )
 
 

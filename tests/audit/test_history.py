@@ -197,3 +197,23 @@ def test_a_search_leaves_the_planner_settings_as_they_were(app, seeded):
         if is_postgres():
             assert tuple(db.session.execute(shown).one()) == before
             assert before is not None and before[0] == "0"  # no timeout outside the search
+
+
+def test_the_history_reads_a_rounds_columns_from_its_covering_index(app, seeded):
+    """SQLite keeps a long output in the round's row: received_at, stored after it, would
+    be reached by walking the whole output. The listing index has every round column the
+    history needs. (PostgreSQL keeps long values out of the row.)"""
+    from sqlalchemy import text
+
+    from reviewapp.audit.filters import HistoryFilters
+    from reviewapp.audit.history import FIRST, _page_statement, _Shape
+    from reviewapp.extensions import db
+
+    with app.app_context():
+        if is_postgres():
+            return
+        stmt = _page_statement(_Shape.of(HistoryFilters()), FIRST)
+        sql = str(stmt.compile(dialect=db.engine.dialect, compile_kwargs={"literal_binds": True}))
+        plan = [row[3] for row in db.session.execute(text(f"EXPLAIN QUERY PLAN {sql}"))]
+    rounds = [detail for detail in plan if "review_rounds" in detail]
+    assert rounds and all("COVERING INDEX ix_review_rounds_listing" in detail for detail in rounds), plan
