@@ -40,7 +40,7 @@ from .harness import (
     timed_calls,
     wrk,
 )
-from .seed import BENCH_PASSWORD, SECRET_KEY, bench_app, crew_token, seed, seed_review_task
+from .seed import BENCH_PASSWORD, SECRET_KEY, bench_app, crew_token, seed, seed_review_task, settle
 
 SQLITE_URL = os.environ.get("BENCH_SQLITE_URL", "sqlite:////tmp/reviewapp-bench.sqlite3")
 POSTGRES_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/bench")
@@ -486,6 +486,7 @@ def run_database(db_name: str, url: str, scale: Scale, cases: set[str]) -> Resul
     try:
         res.seeding = seed(url, decisions=scale.decisions, pending=scale.pending, sandbox_url=sandbox.url)
         round_ids = [seed_review_task(url, seed_value=11 + i) for i in range(1 + FRESH_REVIEW_ROUNDS)]
+        settle(url)
         print(f"\n## {db_name}: seeded in {res.seeding['seconds']} s "
               f"(search indexes {res.seeding['search_index_seconds']} s): {res.seeding}", flush=True)
         port = free_port()

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, Index, insert
+from sqlalchemy import Engine, Index, create_engine, insert
 
 from reviewapp import decision_summaries
 from reviewapp.extensions import db
@@ -348,6 +348,26 @@ def seed_review_task(url: str, *, output_bytes: int = 200_000, earlier: int = 5,
         round_id = current.id if current is not None else 0
         db.engine.dispose()
     return round_id
+
+
+def settle(url: str) -> None:
+    """After seeding, before measuring: statistics and visibility map up to date, and the
+    seed's writes out of the way (PostgreSQL: a checkpoint, so the checkpointer does not
+    write them out during the first cases; SQLite: the WAL folded into the database), as
+    on a server that has been running for a while."""
+    engine = create_engine(url)
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE")
+                conn.exec_driver_sql("CHECKPOINT")
+        else:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("ANALYZE")
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def main() -> None:

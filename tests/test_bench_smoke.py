@@ -75,3 +75,11 @@ def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
         figure = res.figures[name]
         assert figure.errors == 0 and figure.requests == 3
     assert "decide_overhead_p50_ms" in res.checks and "decide_overhead_one_at_a_time_p50_ms" in res.checks
+
+
+def test_settle_leaves_the_seeded_database_readable(bench_db):
+    url, summary = bench_db
+    run.settle(url)
+    app = bench_app(url)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Decision)) == summary["decisions"]
