@@ -11,6 +11,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -165,16 +166,44 @@ def baselines(res: Results, url: str, scale: Scale) -> None:
         res.baselines[name] = wrk(name, f"{url}/_bench/{name}", seconds=scale.seconds)
 
 
+PAIRED_ROUNDS = 3  # each page measured this many times, in turn with the fortunes baseline
+
+
+def _paired(res: Results, url: str, cookie: str, pages: dict[str, str], scale: Scale) -> None:
+    """The fortunes baseline and ``pages`` (name -> path; the first is the first page,
+    the second a deep page), measured in turn, PAIRED_ROUNDS times over: these machines
+    are shared, and a slow spell that fell on one run alone moved a ratio by 2x. Each
+    round gives the page's req/s against that round's fortunes, and the deep page's p50
+    against that round's first page; the median of the rounds is held to the budget
+    (``res.checks["ratios"]``), and the run with the median req/s is shown."""
+    fortunes_url = f"{url}/_bench/fortunes"
+    runs: dict[str, list[Figure]] = {name: [] for name in ("fortunes", *pages)}
+    for _ in range(PAIRED_ROUNDS):
+        runs["fortunes"].append(wrk("fortunes", fortunes_url, seconds=scale.seconds))
+        for name, path in pages.items():
+            runs[name].append(wrk(name, url + path, cookie=cookie, seconds=scale.seconds))
+    first, deep = list(pages)[:2]
+    ratios = res.checks.setdefault("ratios", {})
+    ratios[f"{first} vs fortunes"] = statistics.median(
+        page.rps / base.rps for page, base in zip(runs[first], runs["fortunes"], strict=True))
+    ratios[f"{deep} vs {first}"] = statistics.median(
+        d.p50_ms / f.p50_ms for d, f in zip(runs[deep], runs[first], strict=True))
+    for name in pages:
+        figure = res.add(sorted(runs[name], key=lambda f: f.rps)[PAIRED_ROUNDS // 2])
+        figure.extra["req/s of the rounds"] = "/".join(f"{f.rps:.0f}" for f in runs[name])
+    res.checks.setdefault("paired fortunes", []).extend(f.rps for f in runs["fortunes"])
+
+
 def case_queue(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> None:
     deep_position = scale.pending - PAGE
     after = _queue_cursor(app, deep_position)
-    cases = {
-        "queue first page": "/",
-        f"queue deep page (row {deep_position:,})": f"/?after={after}",
+    _paired(res, url, cookie, {"queue first page": "/",
+                               f"queue deep page (row {deep_position:,})": f"/?after={after}"}, scale)
+    others = {
         "queue filtered (crew+task+age)": "/?crew=1&task=research_task&age=gt1h",
         "queue text search q=latency": "/?q=latency",
     }
-    for name, path in cases.items():
+    for name, path in others.items():
         res.add(wrk(name, url + path, cookie=cookie, seconds=scale.seconds))
 
 
@@ -397,9 +426,8 @@ def _stored_hooks(app: Any, tag: str) -> dict[str, int]:
 def case_history(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> None:
     page = min(DEEP_HISTORY_PAGE, scale.decisions // PAGE)
     after = _history_cursor(app, page)
-    res.add(wrk("history page 1", f"{url}/audit/history", cookie=cookie, seconds=scale.seconds))
-    res.add(wrk(f"history page {page:,}", f"{url}/audit/history?after={after}", cookie=cookie,
-                seconds=scale.seconds))
+    _paired(res, url, cookie, {"history page 1": "/audit/history",
+                               f"history page {page:,}": f"/audit/history?after={after}"}, scale)
     res.checks["history_deep_page"] = page
 
 
@@ -440,15 +468,16 @@ def case_export(res: Results, env: dict[str, str]) -> None:
 
 
 def budgets(res: Results) -> list[tuple[str, str, bool]]:
-    fig, fortunes = res.figures, res.baselines["fortunes"].rps
+    fig, ratios = res.figures, res.checks["ratios"]
     rows: list[tuple[str, str, bool]] = []
     for name in ("queue first page", "history page 1"):
-        rows.append((f"{name} >= 40% of fortunes req/s", f"{fig[name].rps / fortunes:.0%}",
-                     fig[name].rps >= 0.4 * fortunes))
+        ratio = ratios[f"{name} vs fortunes"]
+        rows.append((f"{name} >= 40% of fortunes req/s (median of {PAIRED_ROUNDS} paired runs)", f"{ratio:.0%}",
+                     ratio >= 0.4))
     for first, prefix in (("queue first page", "queue deep page"), ("history page 1", "history page ")):
-        deep = next(f for n, f in fig.items() if n.startswith(prefix) and n != first)
-        ratio = deep.p50_ms / fig[first].p50_ms
-        rows.append((f"{deep.name} p50 within 1.3x of first", f"{ratio:.2f}x", ratio <= 1.3))
+        deep = next(n for n in fig if n.startswith(prefix) and n != first)
+        ratio = ratios[f"{deep} vs {first}"]
+        rows.append((f"{deep} p50 within 1.3x of first (median of {PAIRED_ROUNDS})", f"{ratio:.2f}x", ratio <= 1.3))
     review, first = fig[REVIEW_PAGE], fig[FIRST_VIEWS]
     rows.append(("review page p99 < 100 ms (shown again)", f"{review.p99_ms:.0f} ms", review.p99_ms < 100))
     rows.append(("review page p99 < 100 ms (first view)", f"{first.p99_ms:.0f} ms", first.p99_ms < 100))
