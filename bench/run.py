@@ -74,6 +74,7 @@ class Results:
     baselines: dict[str, Figure] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)
+    server: Server | None = None  # the gunicorn serving the cases (wrk checks its workers' split)
 
     def add(self, figure: Figure) -> Figure:
         self.figures[figure.name] = figure
@@ -163,7 +164,7 @@ def _history_cursor(app: Any, page: int) -> str:
 
 def baselines(res: Results, url: str, scale: Scale) -> None:
     for name in ("plain", "fortunes"):
-        res.baselines[name] = wrk(name, f"{url}/_bench/{name}", seconds=scale.seconds)
+        res.baselines[name] = wrk(name, f"{url}/_bench/{name}", seconds=scale.seconds, server=res.server)
 
 
 PAIRED_ROUNDS = 3  # each page measured this many times, in turn with the fortunes baseline
@@ -179,9 +180,9 @@ def _paired(res: Results, url: str, cookie: str, pages: dict[str, str], scale: S
     fortunes_url = f"{url}/_bench/fortunes"
     runs: dict[str, list[Figure]] = {name: [] for name in ("fortunes", *pages)}
     for _ in range(PAIRED_ROUNDS):
-        runs["fortunes"].append(wrk("fortunes", fortunes_url, seconds=scale.seconds))
+        runs["fortunes"].append(wrk("fortunes", fortunes_url, seconds=scale.seconds, server=res.server))
         for name, path in pages.items():
-            runs[name].append(wrk(name, url + path, cookie=cookie, seconds=scale.seconds))
+            runs[name].append(wrk(name, url + path, cookie=cookie, seconds=scale.seconds, server=res.server))
     first, deep = list(pages)[:2]
     ratios = res.checks.setdefault("ratios", {})
     ratios[f"{first} vs fortunes"] = statistics.median(
@@ -204,7 +205,7 @@ def case_queue(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> N
         "queue text search q=latency": "/?q=latency",
     }
     for name, path in others.items():
-        res.add(wrk(name, url + path, cookie=cookie, seconds=scale.seconds))
+        res.add(wrk(name, url + path, cookie=cookie, seconds=scale.seconds, server=res.server))
 
 
 REVIEW_PAGE = "review page 200 KB + 5 rounds"
@@ -225,7 +226,7 @@ def case_review(res: Results, url: str, cookie: str, round_ids: list[int], scale
     res.add(timed_calls(FIRST_VIEWS, view, count=len(fresh), concurrency=1))
     page = http.get(f"{url}/rounds/{round_id}", headers={"Cookie": cookie}, timeout=60).text
     figure = res.add(wrk(REVIEW_PAGE, f"{url}/rounds/{round_id}", cookie=cookie, seconds=scale.seconds,
-                         connections=4))
+                         connections=4, server=res.server))
     figure.extra["diff"] = "too large" if "too large" in page.lower() or "too big" in page.lower() else "shown"
     figure.extra["KB"] = str(len(page) // 1024)
 
@@ -523,7 +524,9 @@ def run_database(db_name: str, url: str, scale: Scale, cases: set[str]) -> Resul
         env = {"REVIEWAPP_SECRET_KEY": SECRET_KEY, "REVIEWAPP_DATABASE_URL": url, "REVIEWAPP_PUBLIC_URL": public}
         app = bench_app(url, PUBLIC_URL=public)
         with gunicorn(env, port=port) as server:
+            res.server = server
             _drive(res, server, app, sandbox, scale, round_ids, cases)
+        res.server = None
         if "export" in cases:
             case_export(res, env)
     finally:
