@@ -3,6 +3,10 @@ on SQLite, served in-process (no gunicorn, no wrk). Not a timing test."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 from sqlalchemy import func, select
 
@@ -11,6 +15,17 @@ from bench.seed import bench_app, seed, seed_review_task
 from reviewapp.amp.serving import BackgroundServer
 from reviewapp.extensions import db
 from reviewapp.models import Decision, ReviewRound, RoundState
+
+
+@contextmanager
+def served(app) -> Iterator[str]:
+    """``app`` served in-process on loopback, its PUBLIC_URL pointing there; yields the URL."""
+    server = BackgroundServer(app).start()
+    try:
+        app.config["PUBLIC_URL"] = server.url
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -37,14 +52,10 @@ def test_seed_fills_the_database(bench_db):
 def test_webhook_case_runs_and_verifies_storage(bench_db):
     url, _ = bench_db
     app = bench_app(url)
-    server = BackgroundServer(app).start()
-    try:
-        app.config["PUBLIC_URL"] = server.url
+    with served(app) as server_url:
         res = run.Results("sqlite")
         scale = run.Scale(decisions=40, pending=12, seconds=1, decides=2, hooks=25, metric_calls=1)
-        run.case_webhooks(res, server.url, app, scale)
-    finally:
-        server.stop()
+        run.case_webhooks(res, server_url, app, scale)
     checks = res.checks["webhooks"]
     assert checks["sent"] == 25 and checks["unique"] == 20
     assert checks["rounds"] == 20 and checks["accepted"] == 20 and checks["duplicate"] == 5
@@ -60,14 +71,10 @@ def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
         url = f"sqlite:///{tmp_path / 'decide.sqlite3'}"
         seed(url, decisions=8, pending=4, output_bytes=256, sandbox_url=sandbox.url)
         app = bench_app(url)
-        server = BackgroundServer(app).start()
-        try:
-            app.config["PUBLIC_URL"] = server.url
+        with served(app) as server_url:
             res = run.Results("sqlite")
             scale = run.Scale(decisions=8, pending=4, seconds=1, decides=3, hooks=5, metric_calls=1)
-            run.case_decide(res, server.url, app, sandbox, scale)
-        finally:
-            server.stop()
+            run.case_decide(res, server_url, app, sandbox, scale)
     finally:
         sandbox.close()
     assert res.checks["decide_jobs"] == {"succeeded": 6}
@@ -77,9 +84,17 @@ def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
     assert "decide_overhead_p50_ms" in res.checks and "decide_overhead_one_at_a_time_p50_ms" in res.checks
 
 
-def test_settle_leaves_the_seeded_database_readable(bench_db):
+def test_settle_folds_the_wal_into_the_database(bench_db, tmp_path):
     url, summary = bench_db
-    run.settle(url)
+    wal = Path(f"{tmp_path / 'bench.sqlite3'}-wal")
     app = bench_app(url)
+    with app.app_context():  # a write, so the WAL holds something; the pool keeps its
+        # connection open, so closing does not checkpoint it away before settle() does
+        db.session.execute(ReviewRound.__table__.update().where(ReviewRound.id == 1).values(agent="settle me"))
+        db.session.commit()
+        assert wal.stat().st_size > 0
+    run.settle(url)
+    assert wal.stat().st_size == 0
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Decision)) == summary["decisions"]
+        assert db.session.scalar(select(ReviewRound.agent).where(ReviewRound.id == 1)) == "settle me"
