@@ -76,10 +76,9 @@ _JITTER = random.SystemRandom()
 
 @dataclass(frozen=True)
 class DeliveryReport:
-    """What one delivery call (:func:`deliver_job`, :func:`deliver_leased`) did."""
+    """What one delivery of a leased job (:func:`deliver_leased`) did."""
 
     job_id: int
-    leased: bool
     state: JobState | None = None
     results: tuple[str, ...] = ()  # the attempts' results, e.g. ("status:waiting", "ok")
 
@@ -161,19 +160,6 @@ def prepare(job_id: int, body: dict[str, Any], round_: ReviewRound) -> Outbound 
     except Exception:  # never in the way of committing the decision
         log.warning("resume job %s: request not prepared inline", job_id, exc_info=True)
         return None
-
-
-def deliver_job(
-    job_id: int, *, worker_id: str, now: datetime | None = None, outbound: Outbound | None = None
-) -> DeliveryReport:
-    """Lease one given job, if it is due, and send it (optionally with the request
-    :func:`prepare` built already)."""
-    now = now or utcnow()
-    leased = _lease(job_id, worker_id, now)
-    if leased is None:
-        db.session.commit()
-        return DeliveryReport(job_id=job_id, leased=False, state=_state_of(job_id))
-    return _work(job_id, worker_id, outbound, check_status_first=leased.needs_status_check)
 
 
 def inline_lease() -> tuple[str, datetime]:
@@ -296,7 +282,7 @@ def _work(
 
 
 def _report(job_id: int, results: list[str], state: JobState | None = None) -> DeliveryReport:
-    return DeliveryReport(job_id=job_id, leased=True, state=state or _state_of(job_id), results=tuple(results))
+    return DeliveryReport(job_id=job_id, state=state or _state_of(job_id), results=tuple(results))
 
 
 # A leased job's request and its round, in one query (jobs are never deleted, and a crew

@@ -359,7 +359,6 @@ def test_an_expired_lease_is_taken_over_with_a_status_check(app, sandbox, sandbo
         lease_end = db.session.get(ResumeJob, job_id).lease_expires_at
     with app.app_context():
         assert delivery.deliver_due_jobs(worker_id="w2") == 0  # lease still live
-        assert delivery.deliver_job(job_id, worker_id="w3").leased is False
     assert resume_calls(sandbox) == []
     with app.app_context():
         report = delivery.deliver_due_jobs(worker_id="w2", now=lease_end + timedelta(seconds=1))
@@ -389,8 +388,7 @@ def test_a_lease_lost_during_the_call_records_only_the_attempt(app, sandbox, san
     monkeypatch.setattr(amp_client.AmpClient, "resume", overtaken)
     with app.app_context():
         execution_id = db.session.get(ReviewRound, rid).execution_id
-        report = delivery.deliver_job(job_id, worker_id="w1")
-    assert report.results == ("ok",)
+        assert delivery.deliver_due_jobs(worker_id="w1", limit=1) == 1
     kept = job(app, job_id)
     assert (kept.state, kept.lease_owner, kept.outcome) == (JobState.PENDING, "w2", None)
     [attempt] = attempts_for(app, job_id)
