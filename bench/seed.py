@@ -23,6 +23,7 @@ from sqlalchemy import Engine, Index, create_engine, insert
 from reviewapp import decision_summaries
 from reviewapp.extensions import db
 from reviewapp.models import (
+    OUTPUT_SNIPPET_CHARS,
     Decision,
     Execution,
     ExecutionStatus,
@@ -244,7 +245,7 @@ def seed(
                 output = outputs[i % len(outputs)]
                 yield {"id": i + 1, "execution_id": i // 4 + 1, "crew_id": crew_of(i),
                        "task_id": TASKS[i % len(TASKS)], "round_number": 1, "output": output,
-                       "output_sha256": hashlib.sha256(f"{i}".encode()).hexdigest(),
+                       "snippet": output[:OUTPUT_SNIPPET_CHARS], "output_sha256": hashlib.sha256(f"{i}".encode()).hexdigest(),
                        "agent": "Senior Analyst", "received_at": received_at(i),
                        "state": RoundState.PENDING if is_pending else RoundState.DECIDED}
 
@@ -267,18 +268,13 @@ def seed(
 
         def job_rows() -> Iterator[dict[str, Any]]:
             for i in range(decisions):
-                yield {"id": i + 1, "decision_id": i + 1, "crew_id": crew_of(i),
-                       "state": JobState.SUCCEEDED, "body": {}, "attempts": 1,
-                       "next_attempt_at": now, "needs_status_check": False,
-                       "outcome": "resumed", "created_at": now, "updated_at": now}
+                yield {"id": i + 1, "decision_id": i + 1, **_delivered_job(crew_of(i), "resumed", now)}
 
         _insert(engine, ResumeJob, job_rows())
 
         def attempt_rows() -> Iterator[dict[str, Any]]:
             for i in range(decisions):
-                yield {"id": i + 1, "job_id": i + 1, "started_at": now, "finished_at": now,
-                       "kind": "resume", "http_status": 200, "result": "ok",
-                       "response_body": '{"status": "resumed"}'}
+                yield {"id": i + 1, "job_id": i + 1, **_delivered_attempt("resumed", now)}
 
         _insert(engine, ResumeAttempt, attempt_rows())
         summary_seconds = _summarise(engine)
@@ -315,6 +311,18 @@ def _revision(base: str, number: int) -> str:
     return "\n".join(lines)
 
 
+def _delivered_job(crew_id: int, outcome: str, at: datetime) -> dict[str, Any]:
+    """A decision's resume job, delivered at the first try (``outcome``: resumed, retrying)."""
+    return {"crew_id": crew_id, "state": JobState.SUCCEEDED, "body": {}, "attempts": 1, "next_attempt_at": at,
+            "needs_status_check": False, "outcome": outcome, "created_at": at, "updated_at": at}
+
+
+def _delivered_attempt(outcome: str, at: datetime) -> dict[str, Any]:
+    """That job's one /resume call, answered 200."""
+    return {"started_at": at, "finished_at": at, "kind": "resume", "http_status": 200, "result": "ok",
+            "response_body": json.dumps({"status": outcome})}
+
+
 def seed_review_task(url: str, *, output_bytes: int = 200_000, earlier: int = 5, seed_value: int = 11) -> int:
     """One task with ``earlier`` sent-back rounds and a pending one, outputs of
     ``output_bytes`` Markdown each. Returns the pending round's id."""
@@ -340,10 +348,13 @@ def seed_review_task(url: str, *, output_bytes: int = 200_000, earlier: int = 5,
             )
             db.session.add(current)
             db.session.flush()
-            if not pending:
-                db.session.add(Decision(round_id=current.id, reviewer_id=number % REVIEWERS + 1, is_approve=False,
-                                        feedback=f"Round {number}: tighten the {rng.choice(WORDS)} section.",
-                                        created_at=current.received_at + timedelta(minutes=5)))
+            if not pending:  # sent back, and the revision delivered (as every seeded decision is)
+                decided_at = current.received_at + timedelta(minutes=5)
+                decision = Decision(round_id=current.id, reviewer_id=number % REVIEWERS + 1, is_approve=False,
+                                    feedback=f"Round {number}: tighten the {rng.choice(WORDS)} section.",
+                                    created_at=decided_at)
+                job = ResumeJob(decision=decision, **_delivered_job(1, "retrying", decided_at))
+                db.session.add(ResumeAttempt(job=job, **_delivered_attempt("retrying", decided_at)))
         db.session.commit()
         round_id = current.id if current is not None else 0
         db.engine.dispose()

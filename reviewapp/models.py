@@ -321,6 +321,20 @@ class RoundState(enum.Enum):
     STALE = "stale"
 
 
+OUTPUT_SNIPPET_CHARS = 160  # of an output, the queue shows this much (ReviewRound.snippet)
+
+
+# The queue page's columns of a round (reviews/services.py), all in one partial index
+# (state too: SQLite counts a column the query names as read from the row otherwise).
+QUEUE_CARD_COLUMNS = ("id", "crew_id", "execution_id", "task_id", "round_number", "agent", "claimed_by_id",
+                      "claim_expires_at", "snippet", "state")
+
+
+def _output_snippet(context: Any) -> str:
+    """The default of ``ReviewRound.snippet``: the start of the row's own output."""
+    return (context.get_current_parameters().get("output") or "")[:OUTPUT_SNIPPET_CHARS]
+
+
 class ReviewRound(Model):
     """One human-input notification: a task output waiting for (or given) a decision."""
 
@@ -337,6 +351,10 @@ class ReviewRound(Model):
         Index("ix_review_rounds_listing", "id", "execution_id", "crew_id", "task_id", "round_number", "received_at"),
         # the metrics' queue per crew (audit/metrics.py; partial: see ResumeJob)
         _partial_index("ix_review_rounds_pending_crew", ["crew_id", "received_at"], "state = 'pending'"),
+        # The queue's columns of a pending round (reviews/services.py), for the same reason
+        # as the listing index: agent and the claim are stored after the output, and so is
+        # the snippet in a database migrated from before it existed.
+        _partial_index("ix_review_rounds_pending_card", list(QUEUE_CARD_COLUMNS), "state = 'pending'"),
         # Output search, in two halves that never hold the same row, so each output is
         # parsed into one index at a time (on arrival, and again when it is decided):
         # the queue's (reviews/services.py), pending rounds only, ~1% of all, so a common
@@ -351,6 +369,9 @@ class ReviewRound(Model):
     crew_id: Mapped[int] = mapped_column(ForeignKey("crews.id", ondelete="CASCADE"), index=True)
     task_id: Mapped[str] = mapped_column(String(200))
     round_number: Mapped[int] = mapped_column(Integer, default=1)
+    # The output's first OUTPUT_SNIPPET_CHARS characters, stored when the round arrives:
+    # taking them from a long output made SQLite read all of it (overflow pages).
+    snippet: Mapped[str] = mapped_column(String(OUTPUT_SNIPPET_CHARS), default=_output_snippet, server_default="")
     output: Mapped[str] = mapped_column(Text)
     output_sha256: Mapped[str] = mapped_column(String(64))
     agent: Mapped[str | None] = mapped_column(String(200))

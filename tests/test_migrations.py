@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import MetaData, create_engine, insert, inspect, text
 from sqlalchemy.engine import make_url
 
 from reviewapp import create_app
@@ -91,3 +92,35 @@ def test_upgrade_splits_the_output_search_index_into_pending_rounds_and_the_othe
         assert "USING gin (to_tsvector('simple'::regconfig, \"left\"(output, 100000)))" in index
     assert pending.endswith("WHERE ((state)::text = 'pending'::text)")
     assert others.endswith("WHERE ((state)::text <> 'pending'::text)")
+
+
+def test_upgrade_gives_every_stored_round_its_snippet(empty_db_url):
+    """Rounds stored before the snippet column get the start of their output (characters,
+    not bytes), and the queue's card index exists."""
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_db_url})
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade", "c41d7e9a2b60"]).exit_code == 0
+    output = "é" * 100 + "x" * 300
+    now = datetime.now(UTC)
+    with app.app_context():
+        with db.engine.begin() as conn:
+            old = MetaData()
+            old.reflect(conn, only=["crews", "executions", "review_rounds"])
+            conn.execute(insert(old.tables["crews"]), {
+                "id": 1, "name": "research", "base_url": "http://127.0.0.1:9", "token_encrypted": "x",
+                "token_hint": "x", "inbound_secret_encrypted": "x", "token_broken": False, "created_at": now})
+            conn.execute(insert(old.tables["executions"]), {
+                "id": 1, "crew_id": 1, "kickoff_id": "k-1", "status": "pending_review", "created_at": now,
+                "updated_at": now, "status_check_failures": 0})
+            conn.execute(insert(old.tables["review_rounds"]), {
+                "id": 1, "execution_id": 1, "crew_id": 1, "task_id": "t", "round_number": 1, "output": output,
+                "output_sha256": "0" * 64, "received_at": now, "state": "pending"})
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    with app.app_context():
+        with db.engine.connect() as conn:
+            snippet = conn.execute(text("SELECT snippet FROM review_rounds")).scalar()
+            card = search_index_definition(conn, "ix_review_rounds_pending_card")
+        db.engine.dispose()
+    assert snippet == output[:160]
+    assert card is not None and "snippet" in card

@@ -58,7 +58,7 @@ _ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
 _EVENTS: Table = ExecutionEvent.__table__  # type: ignore[assignment]
 _DELIVERIES: Table = WebhookDelivery.__table__  # type: ignore[assignment]
 
-_ROUND_COLUMNS = ("execution_id", "crew_id", "task_id", "round_number", "output", "output_sha256", "agent",
+_ROUND_COLUMNS = ("execution_id", "crew_id", "task_id", "round_number", "output", "snippet", "output_sha256", "agent",
                   "description", "expected_output", "meta", "state", "stale_reason", "received_at")
 _EVENT_COLUMNS = ("execution_id", "kind", "message", "data", "created_at")
 _DELIVERY_COLUMNS = ("crew_id", "execution_id", "kind", "received_at", "outcome", "source_ip", "payload")

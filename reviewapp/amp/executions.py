@@ -22,6 +22,7 @@ from ..audit.dialect import is_postgres
 from ..audit.services import record_event
 from ..extensions import db
 from ..models import (
+    OUTPUT_SNIPPET_CHARS,
     Crew,
     Execution,
     ExecutionEvent,
@@ -483,6 +484,7 @@ def _round_values(crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice
         "task_id": notice.task_id,
         "round_number": number,
         "output": notice.output,
+        "snippet": notice.output[:OUTPUT_SNIPPET_CHARS],
         "output_sha256": digest,
         "agent": notice.agent,
         "description": notice.description,

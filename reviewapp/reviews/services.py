@@ -54,7 +54,6 @@ from ..statements import inline
 from . import decision_writes
 
 FEEDBACK_MAX_CHARS = 20_000
-SNIPPET_CHARS = 160
 KICKOFF_SHORT_CHARS = 8  # of a kickoff id, a long page shows this much
 QUEUE_PAGE_SIZE = 50
 TEXT_COUNT_CAP = 1000  # a text-filtered queue count stops here ("at least 1000")
@@ -262,6 +261,7 @@ def _index_lookups_only() -> Iterator[None]:
 
 _QUEUE_INDEX = "ix_review_rounds_queue"  # (state, received_at, id)
 _PENDING_CREW_INDEX = "ix_review_rounds_pending_crew"  # (crew_id, received_at) WHERE pending
+_CARD_INDEX = "ix_review_rounds_pending_card"  # QUEUE_CARD_COLUMNS WHERE pending
 
 
 def _page_keys(shape: _Shape, *, newest_first: bool, after: bool, limit: int) -> Select:
@@ -301,6 +301,10 @@ def _page_rows(keys: Select, shape: _Shape, *, newest_first: bool, counted: bool
     matching rows as a last column: an uncorrelated subquery, evaluated once, which saves
     a round trip.
 
+    The rounds' columns come from ix_review_rounds_pending_card (``INDEXED BY`` on
+    SQLite), never from the row, whose long output SQLite walks to reach a column after
+    it: a deep page of 200 KB outputs ran at 0.7x the first page's speed.
+
     Table columns (Core), not ORM attributes: no ORM compile and row-loading steps, which
     cost more than the page's query itself."""
     rounds_table, crews, executions, users_table = (
@@ -311,7 +315,7 @@ def _page_rows(keys: Select, shape: _Shape, *, newest_first: bool, counted: bool
     live = rounds.claim_expires_at > bindparam("now", type_=UtcDateTime())  # NULL: not claimed
     columns = [
         rounds.id,
-        rounds.received_at,
+        page.c.received_at,
         crews.c.name,
         executions.c.id,
         func.substr(executions.c.kickoff_id, inline(1), inline(KICKOFF_SHORT_CHARS)),
@@ -320,16 +324,22 @@ def _page_rows(keys: Select, shape: _Shape, *, newest_first: bool, counted: bool
         rounds.round_number,
         case((live, users.username), else_=None),
         case((live & users.id.is_not(None), rounds.claim_expires_at), else_=None),
-        func.coalesce(func.substr(rounds.output, inline(1), inline(SNIPPET_CHARS)), ""),
+        rounds.snippet,
     ]
     if counted:
         count = select(func.count()).select_from(rounds_table).where(*_conditions(shape))
         columns.append(count.scalar_subquery())
-    stmt = select(*columns).select_from(
-        page.join(rounds_table, rounds.id == page.c.id)
-        .join(crews, crews.c.id == rounds.crew_id)
-        .join(executions, executions.c.id == rounds.execution_id)
-        .outerjoin(users_table, users.id == rounds.claimed_by_id)
+    stmt = (
+        select(*columns)
+        .select_from(
+            page.join(rounds_table, rounds.id == page.c.id)
+            .join(crews, crews.c.id == rounds.crew_id)
+            .join(executions, executions.c.id == rounds.execution_id)
+            .outerjoin(users_table, users.id == rounds.claimed_by_id)
+        )
+        # (always true of the page's rounds) the card index is partial, over pending rounds
+        .where(rounds.state == inline(RoundState.PENDING, rounds.state.type))
+        .with_hint(rounds_table, f"INDEXED BY {_CARD_INDEX}", dialect_name="sqlite")
     )
     if newest_first:
         return stmt.order_by(page.c.received_at.desc(), page.c.id.desc())

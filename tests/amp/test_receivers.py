@@ -67,6 +67,15 @@ def test_redelivery_creates_nothing_and_revision_creates_round_2(app, research, 
         assert count(AuditEvent, AuditEvent.event == "round_stale") == 1
 
 
+def test_a_round_stores_the_start_of_its_output_for_the_queue(app, research, hook):
+    """Both ways a round is stored (with a new execution, and in a known one)."""
+    first, second = "ü" * 150 + "a" * 5000, "# Revised\n" + "b" * 5000
+    assert hook(research, "human-input", notice(first)).json["status"] == "accepted"
+    assert hook(research, "human-input", notice(second)).json["round"] == 2
+    with app.app_context():
+        assert [r.snippet for r in rounds_of(EXEC)] == [first[:160], second[:160]]
+
+
 def test_next_task_supersedes_a_pending_round_of_another_task(app, research, hook):
     hook(research, "human-input", notice())
     hook(research, "human-input", notice("Analysis", task="analysis_task"))

@@ -312,6 +312,7 @@ def test_the_page_picks_its_rounds_in_a_limited_subquery_over_review_rounds_alon
 BENCH_SQLITE_STATS = [
     ("review_rounds", "ix_review_rounds_queue", "1010000 505000 1 1"),
     ("review_rounds", "ix_review_rounds_pending_crew", "10000 2000 1"),
+    ("review_rounds", "ix_review_rounds_pending_card", "10000 1 1 1 1 1 1 1 1 1 1"),
     ("review_rounds", "ix_review_rounds_crew_id", "1010000 202000"),
     ("review_rounds", "sqlite_autoindex_review_rounds_1", "1010000 4 1 1"),
     ("review_rounds", "sqlite_autoindex_review_rounds_2", "1010000 4 1 1"),
@@ -365,6 +366,11 @@ def test_sqlite_walks_an_index_in_page_order_at_bench_scale(sqlite_at_bench_scal
     assert inside[0].startswith("SEARCH review_rounds USING") and f"INDEX {index} " in inside[0], plan
     assert not any("TEMP B-TREE" in detail for detail in inside), plan
     assert not any(detail.startswith("SCAN crews") for _, detail in details.values()), plan
+    # The page's columns of its rounds come from the card index: never the row, where a
+    # long output lies before agent and the claim.
+    outside = [detail for parent, detail in details.values() if parent != page_node and "review_rounds" in detail]
+    assert "SEARCH review_rounds USING COVERING INDEX ix_review_rounds_pending_card (id=?)" in outside, plan
+    assert not any("PRIMARY KEY" in detail for detail in outside), plan
 
 
 # --------------------------------------------------------------------------- text search
