@@ -203,15 +203,68 @@ def wrk(name: str, url: str, *, cookie: str | None = None, seconds: int = 5,
     return figure
 
 
+def _cpu_ticks(pid: int) -> int:
+    """CPU ticks (user + system, all threads) of a process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 def _worker_cpu(server: Server | None) -> dict[int, int] | None:
-    """CPU ticks (user + system) of each worker of ``server`` so far."""
+    """CPU ticks of each worker of ``server`` so far."""
     if server is None:
         return None
-    ticks = {}
-    for pid in server.worker_pids():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks[pid] = int(fields[11]) + int(fields[12])
-    return ticks
+    return {pid: _cpu_ticks(pid) for pid in server.worker_pids()}
+
+
+def _postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (its backends and helpers)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "postgres":
+                pids.append(int(stat.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+@dataclass
+class CpuSplit:
+    """CPU time spent by each process of a run, in ms (see :func:`cpu_split`)."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def per(self, count: int) -> str:
+        return "; ".join(f"{name} {ms / count:.1f}" for name, ms in self.ms.items())
+
+
+@contextmanager
+def cpu_split(server: Server | None, sandbox_pid: int, *, settle_seconds: float = 0.5) -> Iterator[CpuSplit]:
+    """Where the CPU time of the block went: the app's gunicorn workers, the sandbox, the
+    PostgreSQL server (new backends included; none on SQLite) and this driver. Reads
+    /proc at the start and ``settle_seconds`` after the end (work the block set off,
+    such as the sandbox's webhooks, finishes by then)."""
+
+    def sample() -> dict[str, int]:
+        driver = os.times()
+        workers = server.worker_pids() if server is not None else []
+        return {"app": sum(_cpu_ticks(pid) for pid in workers),
+                "sandbox": _cpu_ticks(sandbox_pid),
+                "database": sum(_cpu_ticks(pid) for pid in _postgres_pids()),
+                "driver": round((driver.user + driver.system) * TICKS)}
+
+    split = CpuSplit()
+    before = sample()
+    yield split
+    time.sleep(settle_seconds)
+    after = sample()
+    split.ms.update({name: (after[name] - before[name]) * 1000 / TICKS for name in after})
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _smallest_share(before: dict[int, int] | None, after: dict[int, int] | None) -> float | None:

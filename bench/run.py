@@ -32,6 +32,7 @@ from .harness import (
     Poster,
     Server,
     cookie_header,
+    cpu_split,
     free_port,
     gunicorn,
     login,
@@ -310,13 +311,17 @@ def case_decide(res: Results, url: str, app: Any, sandbox: Sandbox, scale: Scale
     cheap. Both are sent with the light client (Poster, since round 3; requests before)."""
     rounds, decide = _decide_rounds(url, app, scale.decides)
     # concurrency 4 over 4 sessions: round i and i+4 share a session but never run together
-    figure = res.add(timed_calls("decision submit -> /resume", decide, count=len(rounds), concurrency=4))
+    with cpu_split(res.server, sandbox.proc.pid) as split:
+        figure = res.add(timed_calls("decision submit -> /resume", decide, count=len(rounds), concurrency=4))
+    figure.extra["CPU ms per decision"] = split.per(len(rounds))
     alone = res.add(_sandbox_resume_latency(sandbox, scale.decides))
     figure.extra["overhead p50 ms"] = f"{figure.p50_ms - alone.p50_ms:.1f}"
     res.checks["decide_overhead_p50_ms"] = figure.p50_ms - alone.p50_ms
     singles, decide_one = _decide_rounds(url, app, scale.decides)
-    one = res.add(timed_calls("decision submit -> /resume, one at a time", decide_one, count=len(singles),
-                              concurrency=1))
+    with cpu_split(res.server, sandbox.proc.pid) as one_split:
+        one = res.add(timed_calls("decision submit -> /resume, one at a time", decide_one, count=len(singles),
+                                  concurrency=1))
+    one.extra["CPU ms per decision"] = one_split.per(len(singles))
     one_alone = res.add(_sandbox_resume_latency(sandbox, scale.decides, concurrency=1,
                                                 name="sandbox /resume alone, one at a time"))
     one.extra["overhead p50 ms"] = f"{one.p50_ms - one_alone.p50_ms:.1f}"
