@@ -8,6 +8,10 @@ Only the benchmark loads this module; the product app has no such routes.
 
 from __future__ import annotations
 
+import os
+import re
+import time
+
 from flask import render_template_string
 from sqlalchemy import select
 
@@ -37,3 +41,24 @@ def fortunes() -> str:
 
 app.add_url_rule("/_bench/plain", "bench_plain", csrf.exempt(plain))
 app.add_url_rule("/_bench/fortunes", "bench_fortunes", csrf.exempt(fortunes))
+
+
+def _cpu_logged(wsgi_app, path: str):
+    """Append each request's thread CPU and wall time (ms) and its path (numbers as N) to ``path``:
+    where a worker's CPU goes, request by request (``BENCH_CPU_LOG``, for profiling)."""
+
+    def logged(environ, start_response):
+        cpu, wall = time.thread_time(), time.perf_counter()
+        try:
+            return wsgi_app(environ, start_response)
+        finally:
+            route = re.sub(r"\d+", "N", environ.get("PATH_INFO", ""))
+            with open(path, "a") as log:
+                log.write(f"{environ['REQUEST_METHOD']} {route} {(time.thread_time() - cpu) * 1000:.3f} "
+                          f"{(time.perf_counter() - wall) * 1000:.3f}\n")
+
+    return logged
+
+
+if os.environ.get("BENCH_CPU_LOG"):
+    app.wsgi_app = _cpu_logged(app.wsgi_app, os.environ["BENCH_CPU_LOG"])  # type: ignore[method-assign]
