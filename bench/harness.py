@@ -294,15 +294,19 @@ def _wrk_output(url: str, *, cookie: str | None, seconds: int, connections: int,
     return subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
 
 
-def timed_calls(name: str, call: Callable[[int], bool], *, count: int, concurrency: int = 4) -> Figure:
-    """Run ``call(i)`` ``count`` times on a thread pool; latency per call, errors counted."""
+def timed_calls(name: str, call: Callable[[int], bool], *, count: int, concurrency: int = 4,
+                pause_seconds: float = 0.0) -> Figure:
+    """Run ``call(i)`` ``count`` times on a thread pool; latency per call, errors counted.
+    Each thread waits ``pause_seconds`` (untimed) after each of its calls."""
     latencies: list[float] = []
     errors = 0
 
     def one(i: int) -> tuple[float, bool]:
         start = time.perf_counter()
         ok = call(i)
-        return time.perf_counter() - start, ok
+        elapsed = time.perf_counter() - start
+        time.sleep(pause_seconds)
+        return elapsed, ok
 
     started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:

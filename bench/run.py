@@ -304,6 +304,13 @@ def _decide_rounds(url: str, app: Any, count: int, took_ms: dict[int, float] | N
     return rounds, decide
 
 
+# One at a time, each submit meets a quiet server: the sandbox sends the task and crew
+# webhooks of a decision as soon as /resume is answered (AMP sends them after the crew's
+# next task has run, seconds later), and they take the app ~6 ms of CPU; without a
+# pause they overlapped the tail of the submit and the start of the next one.
+ONE_AT_A_TIME_PAUSE = 0.05
+
+
 def case_decide(res: Results, url: str, app: Any, sandbox: Sandbox, scale: Scale) -> None:
     """Decision submits through to the sandbox's /resume, and its /resume called alone:
     four at a time (the figure earlier rounds held to the budget), then one at a time.
@@ -330,7 +337,7 @@ def case_decide(res: Results, url: str, app: Any, sandbox: Sandbox, scale: Scale
     singles, decide_one = _decide_rounds(url, app, scale.decides)
     with cpu_split(res.server, sandbox.proc.pid) as one_split:
         one = res.add(timed_calls("decision submit -> /resume, one at a time", decide_one, count=len(singles),
-                                  concurrency=1))
+                                  concurrency=1, pause_seconds=ONE_AT_A_TIME_PAUSE))
     one.extra["CPU ms per decision"] = one_split.per(len(singles))
     one_alone = res.add(_sandbox_resume_latency(sandbox, scale.decides, concurrency=1,
                                                 name="sandbox /resume alone, one at a time"))
