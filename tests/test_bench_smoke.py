@@ -82,6 +82,10 @@ def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
         figure = res.figures[name]
         assert figure.errors == 0 and figure.requests == 3
     assert "decide_overhead_p50_ms" in res.checks and "decide_overhead_one_at_a_time_p50_ms" in res.checks
+    four = res.figures["decision submit -> /resume"]
+    # each submit less its own /resume call (logged by the app), which took some time
+    assert 0 < res.checks["decide_overhead_own_call_p50_ms"] < four.p50_ms
+    assert four.extra["CPU ms per decision"].startswith("app ") and "sandbox" in four.extra["CPU ms per decision"]
 
 
 def test_settle_folds_the_wal_into_the_database(bench_db, tmp_path):
