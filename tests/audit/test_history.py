@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from reviewapp.models import JobState
@@ -224,19 +226,61 @@ def test_the_history_reads_a_rounds_columns_from_its_covering_index(app, seeded)
 
 def test_a_page_after_a_cursor_runs_on_a_generic_plan_on_postgresql(app, client, login_as, factory):
     """PostgreSQL would plan the page anew for every cursor (~2 ms at 1M decisions)."""
-    from tests.sqlcapture import captured_statements
 
     for day in range(60):
         factory.decided(crew="research", reviewer="rita", approve=True, feedback=f"day {day}", received_at=at(day))
     factory.commit()
     login_as("lead")
     older = client.get("/audit/history").get_data(as_text=True).split("after=")[1].split('"')[0]
-    with captured_statements(app) as seen:
+    with planner_modes(app) as modes:
         assert rows_of(client.get(f"/audit/history?after={older}")) == 10
-    forced = [statement for statement in seen if "plan_cache_mode" in statement]
+    page_modes = [mode for statement, mode in modes if statement.startswith("SELECT decisions.id")]
     if not is_postgres():
-        assert forced == []
+        assert page_modes == [None]
         return
-    assert len(forced) == 2 and "force_generic_plan" not in forced[0]  # set (value bound), then put back
-    page = next(i for i, statement in enumerate(seen) if statement.startswith("SELECT decisions.id"))
-    assert seen.index(forced[0]) < page < seen.index(forced[1])
+    assert page_modes == ["force_generic_plan"]
+    assert {mode for statement, mode in modes if not statement.startswith("SELECT decisions.id")} == {"auto"}
+
+
+def test_planner_settings_hold_inside_and_are_put_back(app):
+    from sqlalchemy import func, select
+
+    from reviewapp.audit.dialect import GENERIC_PLAN, planner_settings
+    from reviewapp.extensions import db
+
+    shown = select(func.current_setting("plan_cache_mode"), func.current_setting("work_mem"))
+    with app.app_context():
+        if not is_postgres():
+            with planner_settings(**GENERIC_PLAN):  # nothing to set elsewhere
+                assert db.session.scalar(select(1)) == 1
+            return
+        before = tuple(db.session.execute(shown).one())
+        with planner_settings(plan_cache_mode="force_generic_plan", work_mem="7MB"):
+            assert tuple(db.session.execute(shown).one()) == ("force_generic_plan", "7MB")
+        assert tuple(db.session.execute(shown).one()) == before
+        db.session.rollback()
+
+
+@contextmanager
+def planner_modes(app):
+    """Yields a list of (statement, plan_cache_mode it ran under: None on SQLite) for the
+    statements SQLAlchemy sends inside the block."""
+    from sqlalchemy import event
+
+    from reviewapp.extensions import db
+
+    seen: list[tuple[str, str | None]] = []
+
+    def record(conn, cursor, statement, params, context, executemany):
+        mode = None
+        if conn.dialect.name == "postgresql":
+            mode = cursor.connection.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]
+        seen.append((" ".join(statement.split()), mode))
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
