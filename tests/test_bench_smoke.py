@@ -3,9 +3,11 @@ on SQLite, served in-process (no gunicorn, no wrk). Not a timing test."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import func, select
@@ -86,6 +88,26 @@ def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
     # each submit less its own /resume call (logged by the app), which took some time
     assert 0 < res.checks["decide_overhead_own_call_p50_ms"] < four.p50_ms
     assert four.extra["CPU ms per decision"].startswith("app ") and "sandbox" in four.extra["CPU ms per decision"]
+
+
+def test_export_case_exports_every_row_each_run(bench_db, monkeypatch):
+    """(In-process instead of gunicorn: the worker is this process.)"""
+    url, summary = bench_db
+    app = bench_app(url)
+
+    @contextmanager
+    def in_process(env, **options):
+        with served(app) as server_url:
+            yield SimpleNamespace(url=server_url, worker_pids=lambda: [os.getpid()])
+
+    monkeypatch.setattr(run, "gunicorn", in_process)
+    res = run.Results("sqlite")
+    run.case_export(res, {})
+    figure = res.figures["CSV export (whole history)"]
+    assert res.checks["export"]["rows"] == summary["decisions"]
+    runs = [float(rate) for rate in figure.extra["rows/s of the runs"].split("/")]
+    assert len(runs) == run.EXPORT_RUNS and min(runs) <= res.checks["export"]["rows_per_s"] <= max(runs)
+    assert res.checks["export"]["peak_rss_mb"] > 0
 
 
 def test_settle_folds_the_wal_into_the_database(bench_db, tmp_path):
