@@ -423,12 +423,39 @@ def case_webhooks(res: Results, url: str, app: Any, scale: Scale) -> None:
                               timeout=30)
         return answer.status_code, answer.content
 
-    _webhook_burst(res, app, scale, WEBHOOK_BURST, light, check="webhooks")
+    _webhook_burst(res, app, scale, WEBHOOK_BURST, light, check="webhooks", runs=WEBHOOK_RUNS)
     _webhook_burst(res, app, scale, f"{WEBHOOK_BURST}, requests client", heavy, check="webhooks_requests_client")
 
 
+WEBHOOK_RUNS = 3  # bursts of the budget's figure, the median one held to it (one lasts ~2 s)
+
+
 def _webhook_burst(res: Results, app: Any, scale: Scale, name: str, send: Callable[[bytes], tuple[int, bytes]],
-                   *, check: str) -> None:
+                   *, check: str, runs: int = 1) -> None:
+    """``runs`` bursts of ``scale.hooks`` notifications (new executions each time), each
+    checked in the database; the figure is the median burst, the counts are summed."""
+    figures, totals, answers = [], dict.fromkeys(("sent", "unique", "rounds", "accepted", "duplicate"), 0), {}
+    ok = True
+    for _ in range(runs):
+        figure, counts, burst_answers = _one_burst(app, scale, name, send)
+        figures.append(figure)
+        ok = ok and counts["rounds"] == counts["unique"] == counts["accepted"] and (
+            counts["duplicate"] == counts["sent"] - counts["unique"])
+        totals = {key: totals[key] + counts[key] for key in totals}
+        for status, n in burst_answers.items():
+            answers[status] = answers.get(status, 0) + n
+    figure = res.add(sorted(figures, key=lambda f: f.rps)[runs // 2])
+    res.checks[check] = {**totals, "answers": answers, "ok": ok}
+    if runs > 1:
+        figure.extra["req/s of the runs"] = "/".join(f"{f.rps:.0f}" for f in figures)
+    figure.extra["unique"] = str(totals["unique"])
+    figure.extra["rounds stored"] = str(totals["rounds"])
+    figure.extra["deliveries accepted/duplicate"] = f"{totals['accepted']}/{totals['duplicate']}"
+    figure.extra["none lost, no dup rounds"] = "yes" if ok else "NO"
+
+
+def _one_burst(app: Any, scale: Scale, name: str, send: Callable[[bytes], tuple[int, bytes]]
+               ) -> tuple[Figure, dict[str, int], dict[str, int]]:
     tag = datetime.now(UTC).strftime("%H%M%S%f")
     payloads, unique = _hook_payloads(tag, scale.hooks)
     bodies = [json.dumps(payload).encode() for payload in payloads]
@@ -442,14 +469,8 @@ def _webhook_burst(res: Results, app: Any, scale: Scale, name: str, send: Callab
             answers[status] = answers.get(status, 0) + 1
         return code == 200
 
-    figure = res.add(timed_calls(name, notify, count=len(bodies), concurrency=8))
-    stored = _stored_hooks(app, tag)
-    ok = stored["rounds"] == unique and stored["accepted"] == unique and stored["duplicate"] == len(payloads) - unique
-    res.checks[check] = {"sent": len(payloads), "unique": unique, **stored, "answers": answers, "ok": ok}
-    figure.extra["unique"] = str(unique)
-    figure.extra["rounds stored"] = str(stored["rounds"])
-    figure.extra["deliveries accepted/duplicate"] = f"{stored['accepted']}/{stored['duplicate']}"
-    figure.extra["none lost, no dup rounds"] = "yes" if ok else "NO"
+    figure = timed_calls(name, notify, count=len(bodies), concurrency=8)
+    return figure, {"sent": len(payloads), "unique": unique, **_stored_hooks(app, tag)}, answers
 
 
 def _stored_hooks(app: Any, tag: str) -> dict[str, int]:
