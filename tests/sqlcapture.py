@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import event
 
@@ -13,10 +14,18 @@ from reviewapp.extensions import db
 @contextmanager
 def captured_statements(app) -> Iterator[list[str]]:
     """Yields the list the statements sent inside the ``with`` block are appended to."""
-    seen: list[str] = []
+    with captured(app, lambda statement, cursor: statement) as seen:
+        yield seen
+
+
+@contextmanager
+def captured(app, note: Callable[[str, Any], Any]) -> Iterator[list[Any]]:
+    """Yields the list ``note(statement, DBAPI cursor)`` of each statement sent inside
+    the ``with`` block is appended to (just before it is sent)."""
+    seen: list[Any] = []
 
     def record(conn, cursor, statement, params, context, executemany):
-        seen.append(" ".join(statement.split()))
+        seen.append(note(" ".join(statement.split()), cursor))
 
     with app.app_context():
         engine = db.engine

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import pytest
 
 from reviewapp.models import JobState
@@ -261,26 +259,14 @@ def test_planner_settings_hold_inside_and_are_put_back(app):
         db.session.rollback()
 
 
-@contextmanager
 def planner_modes(app):
-    """Yields a list of (statement, plan_cache_mode it ran under: None on SQLite) for the
-    statements SQLAlchemy sends inside the block."""
-    from sqlalchemy import event
+    """(statement, the plan_cache_mode it ran under: None on SQLite) of each statement
+    SQLAlchemy sends inside the ``with`` block."""
+    from tests.sqlcapture import captured
 
-    from reviewapp.extensions import db
+    def mode(statement, cursor):
+        if not is_postgres():
+            return statement, None
+        return statement, cursor.connection.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]
 
-    seen: list[tuple[str, str | None]] = []
-
-    def record(conn, cursor, statement, params, context, executemany):
-        mode = None
-        if conn.dialect.name == "postgresql":
-            mode = cursor.connection.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]
-        seen.append((" ".join(statement.split()), mode))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+    return captured(app, mode)
