@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -191,9 +192,16 @@ def _paired(res: Results, url: str, cookie: str, pages: dict[str, str], scale: S
     ratios[f"{deep} vs {first}"] = statistics.median(
         d.p50_ms / f.p50_ms for d, f in zip(runs[deep], runs[first], strict=True))
     for name in pages:
-        figure = res.add(sorted(runs[name], key=lambda f: f.rps)[PAIRED_ROUNDS // 2])
-        figure.extra["req/s of the rounds"] = "/".join(f"{f.rps:.0f}" for f in runs[name])
+        res.add(_median_run(runs[name], "req/s of the rounds"))
     res.checks.setdefault("paired fortunes", []).extend(f.rps for f in runs["fortunes"])
+
+
+def _median_run(figures: list[Figure], label: str) -> Figure:
+    """The run with the median req/s of repeated runs, noting every run's req/s as ``label``."""
+    figure = sorted(figures, key=lambda f: f.rps)[len(figures) // 2]
+    if len(figures) > 1:
+        figure.extra[label] = "/".join(f"{f.rps:.0f}" for f in figures)
+    return figure
 
 
 def case_queue(res: Results, url: str, cookie: str, app: Any, scale: Scale) -> None:
@@ -434,20 +442,17 @@ def _webhook_burst(res: Results, app: Any, scale: Scale, name: str, send: Callab
                    *, check: str, runs: int = 1) -> None:
     """``runs`` bursts of ``scale.hooks`` notifications (new executions each time), each
     checked in the database; the figure is the median burst, the counts are summed."""
-    figures, totals, answers = [], dict.fromkeys(("sent", "unique", "rounds", "accepted", "duplicate"), 0), {}
+    figures, totals, answers = [], Counter[str](), Counter[str]()
     ok = True
     for _ in range(runs):
         figure, counts, burst_answers = _one_burst(app, scale, name, send)
         figures.append(figure)
         ok = ok and counts["rounds"] == counts["unique"] == counts["accepted"] and (
             counts["duplicate"] == counts["sent"] - counts["unique"])
-        totals = {key: totals[key] + counts[key] for key in totals}
-        for status, n in burst_answers.items():
-            answers[status] = answers.get(status, 0) + n
-    figure = res.add(sorted(figures, key=lambda f: f.rps)[runs // 2])
-    res.checks[check] = {**totals, "answers": answers, "ok": ok}
-    if runs > 1:
-        figure.extra["req/s of the runs"] = "/".join(f"{f.rps:.0f}" for f in figures)
+        totals.update(counts)
+        answers.update(burst_answers)
+    figure = res.add(_median_run(figures, "req/s of the runs"))
+    res.checks[check] = {**totals, "answers": dict(answers), "ok": ok}
     figure.extra["unique"] = str(totals["unique"])
     figure.extra["rounds stored"] = str(totals["rounds"])
     figure.extra["deliveries accepted/duplicate"] = f"{totals['accepted']}/{totals['duplicate']}"

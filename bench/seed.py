@@ -23,7 +23,6 @@ from sqlalchemy import Engine, Index, create_engine, insert
 from reviewapp import decision_summaries
 from reviewapp.extensions import db
 from reviewapp.models import (
-    OUTPUT_SNIPPET_CHARS,
     Decision,
     Execution,
     ExecutionStatus,
@@ -34,6 +33,7 @@ from reviewapp.models import (
     Role,
     RoundState,
     User,
+    output_snippet,
 )
 
 BATCH = 5000
@@ -245,7 +245,7 @@ def seed(
                 output = outputs[i % len(outputs)]
                 yield {"id": i + 1, "execution_id": i // 4 + 1, "crew_id": crew_of(i),
                        "task_id": TASKS[i % len(TASKS)], "round_number": 1, "output": output,
-                       "snippet": output[:OUTPUT_SNIPPET_CHARS], "output_sha256": hashlib.sha256(f"{i}".encode()).hexdigest(),
+                       "snippet": output_snippet(output), "output_sha256": hashlib.sha256(f"{i}".encode()).hexdigest(),
                        "agent": "Senior Analyst", "received_at": received_at(i),
                        "state": RoundState.PENDING if is_pending else RoundState.DECIDED}
 
@@ -284,13 +284,6 @@ def seed(
                 for table in db.metadata.sorted_tables:
                     if "id" in table.c:
                         _reset_sequence(conn, table.name)
-            # VACUUM sets the visibility map (index-only scans, as a server with
-            # autovacuum would have by then); it cannot run inside a transaction.
-            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.exec_driver_sql("VACUUM ANALYZE")
-        else:
-            with engine.begin() as conn:
-                conn.exec_driver_sql("ANALYZE")
         db.engine.dispose()
     return {"seconds": round(time.perf_counter() - started, 1), "search_index_seconds": round(index_seconds, 1),
             "summary_seconds": round(summary_seconds, 1), "decisions": decisions, "pending": pending}
@@ -362,7 +355,8 @@ def seed_review_task(url: str, *, output_bytes: int = 200_000, earlier: int = 5,
 
 
 def settle(url: str) -> None:
-    """After seeding, before measuring: statistics and visibility map up to date, and the
+    """After seeding, before measuring: statistics and visibility map up to date (VACUUM:
+    index-only scans, as a server with autovacuum would have by then), and the
     seed's writes out of the way (PostgreSQL: a checkpoint, so the checkpointer does not
     write them out during the first cases; SQLite: the WAL folded into the database), as
     on a server that has been running for a while."""
@@ -389,6 +383,7 @@ def main() -> None:
     parser.add_argument("--output-bytes", type=int, default=1024)
     args = parser.parse_args()
     print(seed(args.url, decisions=args.decisions, pending=args.pending, output_bytes=args.output_bytes))
+    settle(args.url)
 
 
 if __name__ == "__main__":

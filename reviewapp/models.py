@@ -330,9 +330,14 @@ QUEUE_CARD_COLUMNS = ("id", "crew_id", "execution_id", "task_id", "round_number"
                       "claim_expires_at", "snippet", "state")
 
 
+def output_snippet(output: str | None) -> str:
+    """What ``ReviewRound.snippet`` holds of an output: its first OUTPUT_SNIPPET_CHARS characters."""
+    return (output or "")[:OUTPUT_SNIPPET_CHARS]
+
+
 def _output_snippet(context: Any) -> str:
-    """The default of ``ReviewRound.snippet``: the start of the row's own output."""
-    return (context.get_current_parameters().get("output") or "")[:OUTPUT_SNIPPET_CHARS]
+    """The default of ``ReviewRound.snippet``: the snippet of the row's own output."""
+    return output_snippet(context.get_current_parameters().get("output"))
 
 
 class ReviewRound(Model):

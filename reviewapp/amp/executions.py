@@ -22,7 +22,6 @@ from ..audit.dialect import is_postgres
 from ..audit.services import record_event
 from ..extensions import db
 from ..models import (
-    OUTPUT_SNIPPET_CHARS,
     Crew,
     Execution,
     ExecutionEvent,
@@ -33,6 +32,7 @@ from ..models import (
     User,
     WebhookDelivery,
     WebhookKind,
+    output_snippet,
     utcnow,
 )
 from . import combined_writes
@@ -484,7 +484,7 @@ def _round_values(crew_id: int, facts: _ExecutionFacts, notice: HumanInputNotice
         "task_id": notice.task_id,
         "round_number": number,
         "output": notice.output,
-        "snippet": notice.output[:OUTPUT_SNIPPET_CHARS],
+        "snippet": output_snippet(notice.output),
         "output_sha256": digest,
         "agent": notice.agent,
         "description": notice.description,

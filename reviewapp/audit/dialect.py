@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -72,6 +72,12 @@ def planner_settings(**settings: str) -> Iterator[None]:
     before = list(row[: len(names)])
     yield
     driver.execute(f"SELECT {write}", before)
+
+
+def cursor_page_plan(cursor: object | None) -> AbstractContextManager[None]:
+    """The settings a keyset page runs with: GENERIC_PLAN after a cursor, none on the
+    first page (its statement has no cursor values to plan around)."""
+    return planner_settings(**GENERIC_PLAN) if cursor is not None else nullcontext()
 
 
 def is_postgres() -> bool:

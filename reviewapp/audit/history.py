@@ -28,7 +28,7 @@ from ..models import (
     User,
 )
 from ..statements import inline
-from .dialect import GENERIC_PLAN, planner_settings, text_matches
+from .dialect import cursor_page_plan, planner_settings, text_matches
 from .filters import DateRange, HistoryFilters
 from .pagination import (
     FIRST,
@@ -223,7 +223,7 @@ def _search_timeout_ms() -> str:
 def _rows(filters: HistoryFilters, direction: str, cursor: Cursor | None) -> list[HistoryRow]:
     parameters = _parameters(filters) | cursor_parameters(cursor)
     if not filters.q:
-        with planner_settings(**(GENERIC_PLAN if cursor is not None else {})):
+        with cursor_page_plan(cursor):
             rows = db.session.execute(_page_statement(_Shape.of(filters), direction), parameters).all()
         return [HistoryRow._make(row) for row in rows]
     # not cached: the search condition's shape depends on the words

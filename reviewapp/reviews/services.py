@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import defer, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ..audit.dialect import GENERIC_PLAN, is_postgres, planner_settings, text_matches
+from ..audit.dialect import cursor_page_plan, is_postgres, planner_settings, text_matches
 from ..audit.pagination import Cursor
 from ..audit.services import client_ip, record_event
 from ..extensions import db
@@ -376,8 +376,7 @@ def list_queue(
     parameters = _parameters(filters, now) | {"now": now}
     if after is not None:
         parameters |= {"after_at": after.created_at, "after_id": after.id}
-    # after a cursor: the generic plan (see audit.dialect.GENERIC_PLAN)
-    with planner_settings(**(GENERIC_PLAN if after is not None else {})):
+    with cursor_page_plan(after):
         result = db.session.execute(stmt, parameters).all()
     rows = [QueueRow._make(values[:11]) for values in result[:limit]]
     next_cursor = None
