@@ -32,6 +32,31 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _fixed_work() -> int:
+    """A fixed pure-Python workload (dict lookups, string formatting, integer adds): the
+    kind of work a request spends its time on, with no I/O."""
+    table: dict[str, int] = {}
+    total = 0
+    for i in range(200_000):
+        key = f"k{i % 997}"
+        table[key] = table.get(key, 0) + i
+        total += len(key)
+    return total
+
+
+def machine_speed_ms(rounds: int = 3) -> float:
+    """Milliseconds the fixed workload takes (fastest of ``rounds``): how fast this machine
+    runs Python right now. Printed before seeding and after the cases of each database, so
+    the absolute figures of runs on different machines, or in a slow spell, can be compared
+    (the same machine kind has served the plain baseline anywhere from 1,900 to 6,000 req/s)."""
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.perf_counter()
+        _fixed_work()
+        best = min(best, (time.perf_counter() - started) * 1000)
+    return best
+
+
 @dataclass
 class Figure:
     name: str
@@ -122,9 +147,9 @@ class _NoDelayConnection(http.client.HTTPConnection):
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class Poster:
-    """POSTs ready-encoded bodies over one keep-alive connection per thread, with
-    ``http.client``: the load client shares the machine's two cores with the server,
+class LightClient:
+    """GETs, and POSTs of ready-encoded bodies, over one keep-alive connection per thread,
+    with ``http.client``: the load client shares the machine's two cores with the server,
     and requests spends about seven times the CPU per call (2.1-2.7 ms against 0.3 ms
     for a webhook POST here, most of it reading the environment twice per call), which
     the server then does not get. A failed call is not retried (a POST retried after an
@@ -136,6 +161,7 @@ class Poster:
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
         self.prefix = parts.path.rstrip("/")
         self.headers = {"Content-Type": content_type, **headers}
+        self._get_headers = dict(headers)
         self.timeout = timeout
         self._local = threading.local()
 
@@ -148,9 +174,15 @@ class Poster:
         return conn
 
     def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return self._send("POST", path, body, self.headers)
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return self._send("GET", path, None, self._get_headers)
+
+    def _send(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
         conn = self._connection()
         try:
-            conn.request("POST", self.prefix + path, body=body, headers=self.headers)
+            conn.request(method, self.prefix + path, body=body, headers=headers)
             answer = conn.getresponse()
             return answer.status, answer.read()
         except (OSError, http.client.HTTPException):

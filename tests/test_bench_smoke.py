@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import func, select
 
 from bench import run
-from bench.seed import bench_app, seed, seed_review_task
+from bench.harness import cookie_header, login
+from bench.seed import BENCH_PASSWORD, bench_app, seed, seed_review_task
 from reviewapp.amp.serving import BackgroundServer
 from reviewapp.extensions import db
 from reviewapp.models import Decision, ReviewRound, RoundState
@@ -67,6 +68,9 @@ def test_webhook_case_runs_and_verifies_storage(bench_db):
     assert figure.errors == 0 and figure.requests == 25 and figure.rps > 0
     assert len(figure.extra["req/s of the runs"].split("/")) == runs
     assert res.checks["webhooks_requests_client"]["ok"] is True  # the same burst, the earlier rounds' client
+    # only the budgets of the cases that ran are held (and printed)
+    [(name, measured, met)] = run.budgets(res, {"webhooks"})
+    assert name.startswith("webhooks >= 500/s") and measured.endswith("/s, ok") and met is (figure.rps >= 500)
 
 
 def test_decide_case_runs_both_ways_and_every_job_succeeds(tmp_path):
@@ -126,3 +130,16 @@ def test_settle_folds_the_wal_into_the_database(bench_db, tmp_path):
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Decision)) == summary["decisions"]
         assert db.session.scalar(select(ReviewRound.agent).where(ReviewRound.id == 1)) == "settle me"
+
+
+def test_pages_in_turn_times_both_pages_and_refuses_a_failed_page(bench_db, monkeypatch):
+    url, _ = bench_db
+    app = bench_app(url)
+    monkeypatch.setattr(run, "IN_TURN_PAIRS", 6)
+    monkeypatch.setattr(run, "IN_TURN_WARMUP", 1)
+    with served(app) as server_url:
+        lead = cookie_header(login(server_url, "lead", BENCH_PASSWORD))
+        first_ms, deep_ms = run._pages_in_turn(server_url, lead, "/audit/history", "/audit/history?page=2")
+        assert first_ms > 0 and deep_ms > 0
+        with pytest.raises(RuntimeError, match="answered 302"):  # not signed in: the login redirect
+            run._pages_in_turn(server_url, "", "/audit/history", "/audit/history?page=2")
