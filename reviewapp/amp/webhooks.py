@@ -52,23 +52,26 @@ def receiver_url(crew: Crew, segment: str, secret: str | None = None) -> str:
     return f"{url}/{quote(secret, safe='')}" if secret is not None else url
 
 
-def webhook_urls(crew: Crew) -> dict[str, str]:
-    """``taskWebhookUrl`` / ``stepWebhookUrl`` / ``crewWebhookUrl`` for ``crew``."""
-    secret = inbound_secret(crew)
+def webhook_urls(crew: Crew, secret: str | None = None) -> dict[str, str]:
+    """``taskWebhookUrl`` / ``stepWebhookUrl`` / ``crewWebhookUrl`` for ``crew`` (``secret``:
+    its inbound secret, when the caller has decrypted it already)."""
+    secret = inbound_secret(crew) if secret is None else secret
     return {field: receiver_url(crew, segment, secret) for field, segment in URL_FIELDS.items()}
 
 
-def human_input_webhook(crew: Crew) -> dict[str, Any]:
+def human_input_webhook(crew: Crew, secret: str | None = None) -> dict[str, Any]:
     """The ``humanInputWebhook`` object: our URL and the bearer AMP must present."""
     return {
         "url": receiver_url(crew, "human-input"),
-        "authentication": {"strategy": "bearer", "token": inbound_secret(crew)},
+        "authentication": {"strategy": "bearer", "token": inbound_secret(crew) if secret is None else secret},
     }
 
 
 def all_webhooks(crew: Crew) -> dict[str, Any]:
-    """Everything reviewapp sends with ``/kickoff`` and ``/resume`` to keep notifications."""
-    return {**webhook_urls(crew), "humanInputWebhook": human_input_webhook(crew)}
+    """Everything reviewapp sends with ``/kickoff`` and ``/resume`` to keep notifications
+    (the secret decrypted once: a review page builds this twice, for its two previews)."""
+    secret = inbound_secret(crew)
+    return {**webhook_urls(crew, secret), "humanInputWebhook": human_input_webhook(crew, secret)}
 
 
 def receivers_for_display(crew: Crew, *, reveal: bool) -> list[dict[str, str]]:

@@ -170,8 +170,11 @@ def _shown_body(crew, fields: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _preview(round_: ReviewRound, feedback: str, is_approve: bool) -> dict[str, Any] | None:
-    return _shown_body(round_.crew, services.resume_fields(round_, feedback=feedback, is_approve=is_approve))
+def _previews(round_: ReviewRound, feedback: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The /resume bodies of Approve and of Request revision as shown, built once: the
+    two differ only in ``is_approve`` (building one decrypts the inbound secret)."""
+    approve = _shown_body(round_.crew, services.resume_fields(round_, feedback=feedback, is_approve=True))
+    return approve, None if approve is None else {**approve, "is_approve": False}
 
 
 def _output_view(round_: ReviewRound) -> tuple[str, rendering.ShownOutput]:
@@ -204,7 +207,7 @@ def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) 
     earlier = _earlier(round_)
     view, shown = _output_view(round_)
     claim = services.claim_status(round_, current_user)
-    feedback = form.feedback.data or ""
+    preview_approve, preview_revise = _previews(round_, form.feedback.data or "")
     page = render_template(
         "reviews/review.html",
         round=round_,
@@ -217,8 +220,8 @@ def _review_page(round_: ReviewRound, form: DecisionForm, *, status: int = 200) 
         claim=claim,
         can_decide=round_.state is RoundState.PENDING and claim.held,
         form=form,
-        preview_approve=_preview(round_, feedback, True),
-        preview_revise=_preview(round_, feedback, False),
+        preview_approve=preview_approve,
+        preview_revise=preview_revise,
         shortcuts=SHORTCUTS,
         heartbeat_seconds=_heartbeat_seconds(),
         is_lead=current_user.has_role(Role.LEAD),

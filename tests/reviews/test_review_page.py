@@ -3,6 +3,8 @@ outputs, earlier rounds with their diff, the preview and the shortcuts."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import time
 import uuid
@@ -271,6 +273,24 @@ def test_preview_shows_the_body_without_secrets(app, client, login_as, make_roun
     assert f"&#34;execution_id&#34;: &#34;{kickoff}&#34;" in page
     assert "&#34;is_approve&#34;: false" in page and "&#34;is_approve&#34;: true" in page
     assert "•••" in page
+
+
+def test_each_preview_is_the_body_its_button_would_send(app, client, login_as, make_round):
+    """Both previews come from one built body (the two differ only in is_approve); each
+    must still equal, masked, the body built for its own decision."""
+    from reviewapp.amp.client import build_resume_body, redact_body
+
+    rid = make_round()
+    login_as("reviewer")
+    page = client.get(f"/rounds/{rid}").get_data(as_text=True)
+    shown = {name: json.loads(html.unescape(body))
+             for name, body in re.findall(r'id="preview-(approve|revise)" data-body="([^"]*)"', page)}
+    with app.app_context():
+        round_ = db.session.get(ReviewRound, rid)
+        for name, is_approve in (("approve", True), ("revise", False)):
+            fields = services.resume_fields(round_, feedback="", is_approve=is_approve)
+            assert shown[name] == redact_body(build_resume_body(round_.crew, **fields))
+            assert list(shown[name]) == list(build_resume_body(round_.crew, **fields))  # same key order
 
 
 def test_shortcuts_are_listed_and_the_form_is_labelled(client, login_as, make_round):
