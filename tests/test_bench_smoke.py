@@ -139,7 +139,7 @@ def test_pages_in_turn_times_both_pages_and_refuses_a_failed_page(bench_db, monk
     monkeypatch.setattr(run, "IN_TURN_WARMUP", 1)
     with served(app) as server_url:
         lead = cookie_header(login(server_url, "lead", BENCH_PASSWORD))
-        first_ms, deep_ms = run._pages_in_turn(server_url, lead, "/audit/history", "/audit/history?page=2")
+        first_ms, deep_ms = run._pages_in_turn(server_url, lead, "/audit/history", "/audit/history?decision=approve")
         assert first_ms > 0 and deep_ms > 0
         with pytest.raises(RuntimeError, match="answered 302"):  # not signed in: the login redirect
-            run._pages_in_turn(server_url, "", "/audit/history", "/audit/history?page=2")
+            run._pages_in_turn(server_url, "", "/audit/history", "/audit/history?decision=approve")

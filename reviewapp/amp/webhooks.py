@@ -52,24 +52,20 @@ def receiver_url(crew: Crew, segment: str, secret: str | None = None) -> str:
     return f"{url}/{quote(secret, safe='')}" if secret is not None else url
 
 
-def webhook_urls(crew: Crew, secret: str | None = None) -> dict[str, str]:
-    """``taskWebhookUrl`` / ``stepWebhookUrl`` / ``crewWebhookUrl`` for ``crew`` (``secret``:
-    its inbound secret, when the caller has decrypted it already)."""
-    secret = inbound_secret(crew) if secret is None else secret
+def webhook_urls(crew: Crew, secret: str) -> dict[str, str]:
+    """``taskWebhookUrl`` / ``stepWebhookUrl`` / ``crewWebhookUrl`` for ``crew``, whose
+    inbound ``secret`` each carries."""
     return {field: receiver_url(crew, segment, secret) for field, segment in URL_FIELDS.items()}
 
 
-def human_input_webhook(crew: Crew, secret: str | None = None) -> dict[str, Any]:
-    """The ``humanInputWebhook`` object: our URL and the bearer AMP must present."""
-    return {
-        "url": receiver_url(crew, "human-input"),
-        "authentication": {"strategy": "bearer", "token": inbound_secret(crew) if secret is None else secret},
-    }
+def human_input_webhook(crew: Crew, secret: str) -> dict[str, Any]:
+    """The ``humanInputWebhook`` object: our URL and the bearer (``secret``) AMP must present."""
+    return {"url": receiver_url(crew, "human-input"), "authentication": {"strategy": "bearer", "token": secret}}
 
 
 def all_webhooks(crew: Crew) -> dict[str, Any]:
     """Everything reviewapp sends with ``/kickoff`` and ``/resume`` to keep notifications
-    (the secret decrypted once: a review page builds this twice, for its two previews)."""
+    (the inbound secret decrypted once for all four)."""
     secret = inbound_secret(crew)
     return {**webhook_urls(crew, secret), "humanInputWebhook": human_input_webhook(crew, secret)}
 

@@ -67,9 +67,9 @@ def test_kickoff_revise_approve_over_real_http(app, sandbox, sandbox_crew):
 
     with app.app_context():
         crew = _crew(app, "research")
-        from reviewapp.amp.webhooks import human_input_webhook
+        from reviewapp.amp.webhooks import all_webhooks
 
-        hook = human_input_webhook(crew)
+        hook = all_webhooks(crew)["humanInputWebhook"]
     response = requests.post(hook["url"], json=notice["payload"], timeout=5,
                              headers={"Authorization": f"Bearer {hook['authentication']['token']}"})
     assert response.status_code == 200 and response.json()["status"] == "duplicate"
