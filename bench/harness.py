@@ -274,19 +274,21 @@ class CpuSplit:
 
 
 @contextmanager
-def cpu_split(server: Server | None, sandbox_pid: int, *, settle_seconds: float = 0.5) -> Iterator[CpuSplit]:
-    """Where the CPU time of the block went: the app's gunicorn workers, the sandbox, the
-    PostgreSQL server (new backends included; none on SQLite) and this driver. Reads
+def cpu_split(server: Server | None, sandbox_pid: int | None, *, settle_seconds: float = 0.5
+              ) -> Iterator[CpuSplit]:
+    """Where the CPU time of the block went: the app's gunicorn workers, the sandbox (if
+    given), the PostgreSQL server (new backends included; none on SQLite) and this driver. Reads
     /proc at the start and ``settle_seconds`` after the end (work the block set off,
     such as the sandbox's webhooks, finishes by then)."""
 
     def sample() -> dict[str, int]:
         driver = os.times()
         workers = server.worker_pids() if server is not None else []
-        return {"app": sum(_cpu_ticks(pid) for pid in workers),
-                "sandbox": _cpu_ticks(sandbox_pid),
-                "database": sum(_cpu_ticks(pid) for pid in _postgres_pids()),
-                "driver": round((driver.user + driver.system) * TICKS)}
+        ticks = {"app": sum(_cpu_ticks(pid) for pid in workers),
+                 "sandbox": _cpu_ticks(sandbox_pid) if sandbox_pid is not None else None,
+                 "database": sum(_cpu_ticks(pid) for pid in _postgres_pids()),
+                 "driver": round((driver.user + driver.system) * TICKS)}
+        return {name: value for name, value in ticks.items() if value is not None}
 
     split = CpuSplit()
     before = sample()

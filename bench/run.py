@@ -475,7 +475,7 @@ def _webhook_burst(res: Results, app: Any, scale: Scale, name: str, send: Callab
     figures, totals, answers = [], Counter[str](), Counter[str]()
     ok = True
     for _ in range(runs):
-        figure, counts, burst_answers = _one_burst(app, scale, name, send)
+        figure, counts, burst_answers = _one_burst(res.server, app, scale, name, send)
         figures.append(figure)
         ok = ok and counts["rounds"] == counts["unique"] == counts["accepted"] and (
             counts["duplicate"] == counts["sent"] - counts["unique"])
@@ -489,7 +489,7 @@ def _webhook_burst(res: Results, app: Any, scale: Scale, name: str, send: Callab
     figure.extra["none lost, no dup rounds"] = "yes" if ok else "NO"
 
 
-def _one_burst(app: Any, scale: Scale, name: str, send: Callable[[bytes], tuple[int, bytes]]
+def _one_burst(server: Server | None, app: Any, scale: Scale, name: str, send: Callable[[bytes], tuple[int, bytes]]
                ) -> tuple[Figure, dict[str, int], dict[str, int]]:
     tag = datetime.now(UTC).strftime("%H%M%S%f")
     payloads, unique = _hook_payloads(tag, scale.hooks)
@@ -504,7 +504,9 @@ def _one_burst(app: Any, scale: Scale, name: str, send: Callable[[bytes], tuple[
             answers[status] = answers.get(status, 0) + 1
         return code == 200
 
-    figure = timed_calls(name, notify, count=len(bodies), concurrency=8)
+    with cpu_split(server, None) as split:
+        figure = timed_calls(name, notify, count=len(bodies), concurrency=8)
+    figure.extra["CPU ms per notification"] = split.per(len(bodies))
     return figure, {"sent": len(payloads), "unique": unique, **_stored_hooks(app, tag)}, answers
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from flask import current_app
-from sqlalchemy import Table, bindparam, exists, func, insert, select, update
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..audit.dialect import is_postgres
@@ -43,6 +44,7 @@ from .webhooks import all_webhooks
 SUMMARY_LIMIT = 500
 
 # Tables for the plain (Core) statements of the receivers' hot path.
+_CREWS: Table = Crew.__table__  # type: ignore[assignment]
 _EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 _ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
 _EVENTS: Table = ExecutionEvent.__table__  # type: ignore[assignment]
@@ -394,22 +396,64 @@ class _ExecutionFacts:
             self.events = []
 
 
-_FACTS = (
-    select(_EXECUTIONS.c.id, _EXECUTIONS.c.status, _ROUNDS.c.id, _ROUNDS.c.task_id,
-           _ROUNDS.c.round_number, _ROUNDS.c.output_sha256, _ROUNDS.c.state)
-    .select_from(_EXECUTIONS.outerjoin(_ROUNDS, _ROUNDS.c.execution_id == _EXECUTIONS.c.id))
-)
+_FACT_COLUMNS = (_EXECUTIONS.c.id, _EXECUTIONS.c.status, _ROUNDS.c.id, _ROUNDS.c.task_id,
+                 _ROUNDS.c.round_number, _ROUNDS.c.output_sha256, _ROUNDS.c.state)
+_WITH_ROUNDS = _ROUNDS.c.execution_id == _EXECUTIONS.c.id
+_FACTS = select(*_FACT_COLUMNS).select_from(_EXECUTIONS.outerjoin(_ROUNDS, _WITH_ROUNDS))
 _FACTS_BY_KICKOFF = _FACTS.where(_EXECUTIONS.c.crew_id == bindparam("crew_id"),
                                  _EXECUTIONS.c.kickoff_id == bindparam("kickoff_id"))
 _FACTS_BY_ID = _FACTS.where(_EXECUTIONS.c.id == bindparam("execution_id"))
+# The crew a receiver is called for, with the facts of the execution a notification
+# names (none when reviewapp has not heard of it): one statement instead of two.
+_CREW_COLUMNS = (_CREWS.c.id, _CREWS.c.name, _CREWS.c.inbound_secret_encrypted)
+_CREW_WITH_FACTS = (
+    select(*_CREW_COLUMNS, *_FACT_COLUMNS)
+    .select_from(
+        _CREWS.outerjoin(_EXECUTIONS, and_(_EXECUTIONS.c.crew_id == _CREWS.c.id,
+                                           _EXECUTIONS.c.kickoff_id == bindparam("kickoff_id")))
+        .outerjoin(_ROUNDS, _WITH_ROUNDS)
+    )
+    .where(_CREWS.c.name == bindparam("name"))
+)
 
 
-def _execution_facts(stmt: Any, params: dict[str, Any]) -> _ExecutionFacts | None:
-    rows = db.session.execute(stmt, params).all()
-    if not rows:
+def _facts_of(rows: Sequence[Any]) -> _ExecutionFacts | None:
+    """The facts in ``rows`` of :data:`_FACT_COLUMNS` (None: no execution)."""
+    if not rows or rows[0][0] is None:
         return None
     rounds = [_RoundFacts(*row[2:]) for row in rows if row[2] is not None]
     return _ExecutionFacts(id=rows[0][0], status=rows[0][1], rounds=rounds)
+
+
+def _execution_facts(stmt: Any, params: dict[str, Any]) -> _ExecutionFacts | None:
+    return _facts_of(db.session.execute(stmt, params).all())
+
+
+@dataclass(frozen=True)
+class KnownExecution:
+    """What reviewapp knew of execution ``kickoff_id`` when a receiver looked its crew
+    up (``facts`` None: nothing). Read before the caller is authenticated, and only
+    handed on once it is."""
+
+    kickoff_id: str
+    facts: _ExecutionFacts | None
+
+
+class ReceiverCrew(NamedTuple):
+    """The columns of a crew a receiver reads."""
+
+    id: int
+    name: str
+    inbound_secret_encrypted: str
+
+
+def crew_with_execution(name: str, kickoff_id: str) -> tuple[ReceiverCrew | None, KnownExecution]:
+    """The crew ``name`` (id, name and encrypted inbound secret; None if there is no such
+    crew) and what reviewapp knows of its execution ``kickoff_id``, in one statement."""
+    rows = db.session.execute(_CREW_WITH_FACTS, {"name": name, "kickoff_id": kickoff_id}).all()
+    width = len(_CREW_COLUMNS)
+    crew = ReceiverCrew(*rows[0][:width]) if rows else None
+    return crew, KnownExecution(kickoff_id, _facts_of([row[width:] for row in rows]))
 
 
 def _known_or_new(
@@ -606,16 +650,21 @@ def store_round(
 
 
 def receive_human_input(
-    crew: CrewRef, payload: dict[str, Any], *, raw: str, source_ip: str | None = None
+    crew: CrewRef, payload: dict[str, Any], *, raw: str, source_ip: str | None = None,
+    known_execution: KnownExecution | None = None,
 ) -> StoredRound:
     """Store a human-input notification: the execution (if new), its review round and the
     delivery record, in a few plain statements (the receiver's hot path).
+    ``known_execution``: what :func:`crew_with_execution` read of it in this transaction.
 
     Idempotent: the same output for the same execution and task is the same round
     (``created=False``); a different output is the next revision round. Raises
     :class:`PayloadError`."""
     notice = parse_human_input(payload)
-    known = _facts_with_rounds({"crew_id": crew.id, "kickoff_id": notice.execution_id})
+    if known_execution is not None and known_execution.kickoff_id == notice.execution_id:
+        known = known_execution.facts
+    else:
+        known = _facts_with_rounds({"crew_id": crew.id, "kickoff_id": notice.execution_id})
     place = _place_for(known, notice) if known is not None else None
     if is_postgres() and not isinstance(place, StoredRound):
         at_once = _new_round_at_once(crew, known, notice, place, raw=raw, source_ip=source_ip)

@@ -32,7 +32,10 @@ from ..models import Crew, WebhookKind
 from .crypto import SecretUnreadable, decrypt_secret
 from .executions import (
     CrewRef,
+    KnownExecution,
     PayloadError,
+    crew_with_execution,
+    execution_id_of,
     receive_crew_finished,
     receive_progress,
     record_delivery,
@@ -155,10 +158,35 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str]:
     return payload, text
 
 
-def _process(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any], text: str) -> dict[str, Any]:
+def _crew_for(crew_name: str, kind: WebhookKind, parsed: tuple[dict[str, Any], str] | Refused
+              ) -> tuple[Any, KnownExecution | None]:
+    """The crew (None: unknown) and, for a well-formed human-input notification, what
+    reviewapp knows of its execution: read together, in one statement."""
+    kickoff_id = None
+    if kind is WebhookKind.HUMAN_INPUT and not isinstance(parsed, Refused):
+        try:
+            kickoff_id = execution_id_of(parsed[0])
+        except PayloadError:
+            kickoff_id = None  # answered with a 422 once the caller is authenticated
+    if kickoff_id is None:
+        return _crew_named(crew_name), None
+    return crew_with_execution(crew_name, kickoff_id)
+
+
+def _parsed(raw: bytes) -> tuple[dict[str, Any], str] | Refused:
+    """The body as a JSON object and its text, or the refusal it earns (raised only once
+    the caller is authenticated: a stranger learns nothing of the body's fate)."""
+    try:
+        return _parse(raw)
+    except Refused as exc:
+        return exc
+
+
+def _process(crew: CrewRef, kind: WebhookKind, payload: dict[str, Any], text: str,
+             known: KnownExecution | None) -> dict[str, Any]:
     ip = request.remote_addr
     if kind is WebhookKind.HUMAN_INPUT:
-        round_ = ingest_human_input(crew, payload, raw=text, source_ip=ip)
+        round_ = ingest_human_input(crew, payload, raw=text, source_ip=ip, known_execution=known)
         return {"status": "accepted" if round_.created else "duplicate", "task_id": round_.task_id,
                 "round": round_.round_number}
     if kind is WebhookKind.CREW:
@@ -207,15 +235,22 @@ def receive(crew_name: str, segment: str, path_secret: str | None = None) -> Any
     crew: Any = None
     text: str | None = None
     try:
-        crew = _crew_named(crew_name)
+        try:
+            raw = _read_body()
+        except Refused:
+            crew = _crew_named(crew_name)  # recorded against the crew it was sent to
+            raise
+        parsed = _parsed(raw)
+        crew, known = _crew_for(crew_name, kind, parsed)
         if crew is None:
             raise Refused(404, "Not Found", "No crew with this name is registered.", keep_payload=False)
-        raw = _read_body()
         _authenticate(crew, path_secret)
         text = raw.decode("utf-8", "replace")
-        payload, text = _parse(raw)
+        if isinstance(parsed, Refused):
+            raise parsed
+        payload, text = parsed
         try:
-            answer = _process(crew, kind, payload, text)
+            answer = _process(crew, kind, payload, text, known)
         except PayloadError as exc:
             raise Refused(422, "Unprocessable Entity", str(exc)) from exc
         db.session.commit()

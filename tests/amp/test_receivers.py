@@ -9,6 +9,7 @@ import json
 import pytest
 from sqlalchemy import select
 
+from reviewapp.amp.crews import get_crew
 from reviewapp.extensions import db
 from reviewapp.models import (
     AuditEvent,
@@ -142,6 +143,14 @@ def test_malformed_bodies_are_400(app, research, hook, raw, message):
         assert [d.outcome for d in deliveries()] == ["rejected"]
 
 
+@pytest.mark.parametrize("raw", [b"{not json", b'{"execution_id": 5}', b"[1]"])
+def test_a_stranger_learns_nothing_of_the_body(app, research, hook, raw):
+    """The body is read and parsed before the crew is looked up (with its execution),
+    but a caller without the secret hears only that: a 401, not the body's fault."""
+    response = hook(research, "human-input", raw=raw, secret="wrong-secret")
+    assert response.status_code == 401 and response.json["error"] == "Unauthorized"
+
+
 @pytest.mark.parametrize("kind", ["human-input", "task", "step", "crew"])
 def test_wrong_or_missing_secret_is_401(app, research, hook, client, kind):
     assert hook(research, kind, notice(), secret="wrong-secret").status_code == 401
@@ -198,6 +207,7 @@ class TestSizeLimit:
         with app.app_context():
             [delivery] = deliveries()
             assert delivery.outcome == "rejected" and delivery.payload is None
+            assert delivery.crew_id == get_crew(research).id  # refused before the lookup, recorded against it
         assert hook(research, "human-input", notice("small")).status_code == 200
 
 

@@ -19,6 +19,7 @@ from reviewapp.models import (
     WebhookKind,
     utcnow,
 )
+from tests.sqlcapture import captured_statements
 
 from .conftest import deliveries, execution_of, rounds_of
 from .test_receivers import EXEC, notice
@@ -119,3 +120,14 @@ def test_the_finish_of_a_known_execution_without_pending_rounds(app, crew, hook)
         assert (execution.inputs, execution.meta) == ({"topic": "x"}, {"reviewapp_crew": "research"})
         assert [d.outcome for d in deliveries()] == ["accepted", "duplicate"]
     assert _events(app, execution_id) == [("completed", "AMP reports the execution completed (crew webhook).", None)]
+
+
+def test_the_crew_and_what_is_known_of_the_execution_are_read_in_one_statement(app, crew, client, secret_of):
+    research = crew("research")
+    headers = {"Authorization": f"Bearer {secret_of(research)}"}
+    client.post(f"/hooks/amp/{research}/human-input", json=notice(), headers=headers)
+    with captured_statements(app) as seen:
+        response = client.post(f"/hooks/amp/{research}/human-input", json=notice(), headers=headers)
+        assert response.json["status"] == "duplicate"
+    reads = [s for s in seen if s.startswith("SELECT")]
+    assert len(reads) == 1 and "FROM crews LEFT OUTER JOIN executions" in reads[0]
