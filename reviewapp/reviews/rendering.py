@@ -153,7 +153,12 @@ _PYTHON_MD = _python_markdown()
 MAX_CONTAINER_PREFIX = 100  # container markers (>, -, *, +, 1.) opening one line
 MAX_INLINE_MARKERS = 2000  # *, _, ~, [ in one blank-line-separated block: ~20 ms when nested
 MAX_REFERENCE_MARKS = 300  # "]:" in the whole text: ~10 ms when consecutive definitions
-_DEEP_CONTAINERS = re.compile(rf"^[ \t]*(?:(?:>|[-*+]|\d{{1,9}}[.)])[ \t]*){{{MAX_CONTAINER_PREFIX}}}", re.M)
+_CONTAINER_PREFIX = rf"[ \t]*(?:(?:>|[-*+]|\d{{1,9}}[.)])[ \t]*){{{MAX_CONTAINER_PREFIX}}}"
+# Searched as "a newline, then the prefix" (and matched at the start): a search that
+# starts with a literal skips ahead to each newline, where "^" under re.M is tried at
+# every character (1.4 ms against 0.5 ms on a 200 KB output).
+_DEEP_CONTAINERS = re.compile("\n" + _CONTAINER_PREFIX)
+_DEEP_FIRST_LINE = re.compile(_CONTAINER_PREFIX)
 _BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
@@ -164,6 +169,7 @@ def _inline_markers(block: str) -> int:
 def _safe_for_markdown_it_rs(text: str) -> bool:
     return (
         text.count("]:") <= MAX_REFERENCE_MARKS
+        and _DEEP_FIRST_LINE.match(text) is None
         and _DEEP_CONTAINERS.search(text) is None
         and (_inline_markers(text) <= MAX_INLINE_MARKERS
              or all(_inline_markers(block) <= MAX_INLINE_MARKERS

@@ -68,12 +68,15 @@ def test_inputs_markdown_it_rs_panics_on_render_with_markdown_it_py():
 @pytest.mark.parametrize("markdown", [
     "x\n\n" + "- " * 30_000 + "deep",  # overflowed markdown-it.rs's stack (the process died)
     "x\n\n" + "> " * 200 + "quoted",
+    "- " * 30_000 + "deep",  # on the first line
+    "  " + "> " * 200 + "quoted",
     "*a " * 3000 + "a* " * 3000,  # quadratic nested emphasis
     "".join(f"[r{i}]: /u{i}\n" for i in range(1000)) + "\n[r1]",  # quadratic reference definitions
-], ids=["deep-list", "deep-quote", "nested-emphasis", "definitions"])
+], ids=["deep-list", "deep-quote", "deep-list-first-line", "deep-quote-first-line", "nested-emphasis",
+        "definitions"])
 def test_pathological_inputs_render_with_markdown_it_py(markdown):
     assert not rendering._safe_for_markdown_it_rs(markdown)
-    assert rendering.render_markdown(markdown, cached=False).startswith("<p>")
+    assert rendering.render_markdown(markdown, cached=False).startswith(("<p>", "<ul>", "<blockquote>"))
 
 
 def test_ordinary_documents_render_with_markdown_it_rs():
