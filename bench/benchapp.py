@@ -1,7 +1,9 @@
 """The app under benchmark, plus the two baselines served by the same process.
 
 - ``/_bench/plain``: a minimal Flask endpoint returning a static string;
-- ``/_bench/fortunes``: one small ORM query + a template (TechEmpower "fortunes" style).
+- ``/_bench/fortunes``: one small ORM query + a template, as TechEmpower's "fortunes"
+  test asks: ORM objects fetched, one more added at request time, the list sorted by
+  its text, rendered by a compiled template that escapes.
 
 Only the benchmark loads this module; the product app has no such routes.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import NamedTuple
 
 from flask import render_template
 from sqlalchemy import select
@@ -20,10 +23,18 @@ from reviewapp.access import public
 from reviewapp.extensions import csrf, db
 from reviewapp.models import User
 
-FORTUNES = """<!doctype html><html><head><title>Fortunes</title></head><body>
-<table><tr><th>id</th><th>name</th></tr>
-{% for u in users %}<tr><td>{{ u.id }}</td><td>{{ u.username }}</td></tr>{% endfor %}
-</table></body></html>"""
+FORTUNES = """{% autoescape true %}<!doctype html><html><head><title>Fortunes</title></head><body>
+<table><tr><th>id</th><th>message</th></tr>
+{% for fortune in fortunes %}<tr><td>{{ fortune.id }}</td><td>{{ fortune.message }}</td></tr>{% endfor %}
+</table></body></html>{% endautoescape %}"""
+
+
+class Fortune(NamedTuple):
+    id: int
+    message: str
+
+
+EXTRA_FORTUNE = Fortune(0, "Additional fortune added at request time.")
 
 app = create_app()
 # Compiled once, as an app's template files are (render_template_string compiles the
@@ -38,8 +49,8 @@ def plain() -> str:
 
 @public
 def fortunes() -> str:
-    users = db.session.execute(select(User.id, User.username).order_by(User.id).limit(12)).all()
-    return render_template(FORTUNES_TEMPLATE, users=users)
+    found = [Fortune(user.id, user.username) for user in db.session.scalars(select(User).order_by(User.id).limit(12))]
+    return render_template(FORTUNES_TEMPLATE, fortunes=sorted([*found, EXTRA_FORTUNE], key=lambda f: f.message))
 
 
 app.add_url_rule("/_bench/plain", "bench_plain", csrf.exempt(plain))
