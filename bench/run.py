@@ -27,6 +27,8 @@ from urllib.parse import urlencode
 import requests
 from sqlalchemy import func, select
 
+from reviewapp.models import Crew
+
 from .harness import (
     ROOT,
     Figure,
@@ -270,16 +272,25 @@ def case_review(res: Results, url: str, cookie: str, round_ids: list[int], scale
     figure.extra["KB"] = str(len(page) // 1024)
 
 
+def _seeded_crew(name: str) -> Crew:
+    """The seeded crew ``name`` (in an app context)."""
+    from reviewapp.amp.crews import get_crew
+
+    crew = get_crew(name)
+    if crew is None:
+        raise RuntimeError(f"the bench database has no crew {name!r}: seed it first")
+    return crew
+
+
 def _kickoff_rounds(app: Any, count: int) -> list[int]:
     """Start ``count`` executions of the sandbox's one-task ``support`` crew through
     reviewapp (real kickoffs with our webhooks) and wait for their review rounds."""
-    from reviewapp.amp.crews import get_crew
     from reviewapp.amp.executions import kickoff_execution
     from reviewapp.extensions import db
     from reviewapp.models import ReviewRound, RoundState
 
     with app.app_context():
-        crew = get_crew("support")
+        crew = _seeded_crew("support")
         ids = []
         for i in range(count):
             ids.append(kickoff_execution(crew, {"customer_name": f"bench {i}", "question": "Where is my order?"}).id)
@@ -441,11 +452,10 @@ def case_webhooks(res: Results, url: str, app: Any, scale: Scale) -> None:
     budget's figure since round 3), then again with requests, the client of earlier
     rounds, for comparison: it spends 2-2.7 ms of CPU per POST here (0.3 ms for LightClient),
     which at 500/s is more than one of the two cores the server needs."""
-    from reviewapp.amp.crews import get_crew
     from reviewapp.amp.webhooks import inbound_secret
 
     with app.app_context():
-        secret = inbound_secret(get_crew("finance"))
+        secret = inbound_secret(_seeded_crew("finance"))
     headers = {"Authorization": f"Bearer {secret}"}
     path = "/hooks/amp/finance/human-input"
     poster = LightClient(url, headers)

@@ -14,11 +14,12 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from argon2 import PasswordHasher
-from sqlalchemy import Engine, Index, create_engine, insert
+from sqlalchemy import Engine, Index, Table, create_engine, insert
 
 from reviewapp import decision_summaries
 from reviewapp.extensions import db
@@ -95,7 +96,7 @@ def _copy(engine: Engine, model: Any, rows: Iterator[dict[str, Any]]) -> int:
     count = 0
     raw = engine.raw_connection()
     try:
-        with raw.cursor() as cur:
+        with closing(raw.cursor()) as cur:
             first = next(rows, None)
             if first is None:
                 return 0
@@ -142,7 +143,7 @@ def _create_search_indexes(engine: Engine, indexes: list[Index]) -> float:
 def _wait_indexes() -> list[Index]:
     """The decisions' wait indexes (built once after the load: maintained row by row,
     their random key order makes a SQLite load twice as long)."""
-    return [index for index in Decision.__table__.indexes if "wait_us" in index.columns]
+    return [index for index in cast(Table, Decision.__table__).indexes if "wait_us" in index.columns]
 
 
 def _unsummarised(engine: Engine) -> None:
