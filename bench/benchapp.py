@@ -38,7 +38,7 @@ EXTRA_FORTUNE = Fortune(0, "Additional fortune added at request time.")
 
 app = create_app()
 # Compiled once, as an app's template files are (render_template_string compiles the
-# source on every call, which made this baseline about a third slower than it should be).
+# source on every call, which more than doubled this baseline's view time: 2.64 against 1.25 ms).
 FORTUNES_TEMPLATE = app.jinja_env.from_string(FORTUNES)
 
 

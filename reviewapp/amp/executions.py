@@ -447,6 +447,15 @@ class ReceiverCrew(NamedTuple):
     inbound_secret_encrypted: str
 
 
+_CREW_BY_NAME = select(*_CREW_COLUMNS).where(_CREWS.c.name == bindparam("name"))
+
+
+def crew_named(name: str) -> ReceiverCrew | None:
+    """The crew ``name``'s id, name and encrypted inbound secret (None: no such crew)."""
+    row = db.session.execute(_CREW_BY_NAME, {"name": name}).first()
+    return ReceiverCrew(*row) if row is not None else None
+
+
 def crew_with_execution(name: str, kickoff_id: str) -> tuple[ReceiverCrew | None, KnownExecution]:
     """The crew ``name`` (id, name and encrypted inbound secret; None if there is no such
     crew) and what reviewapp knows of its execution ``kickoff_id``, in one statement."""

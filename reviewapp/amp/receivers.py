@@ -25,19 +25,20 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
-from sqlalchemy import Table, bindparam, select
 from werkzeug.exceptions import ClientDisconnected
 
 from ..access import public
 from ..audit.dialect import is_postgres
 from ..audit.services import record_security_event
 from ..extensions import csrf, db
-from ..models import Crew, WebhookKind
+from ..models import WebhookKind
 from .crypto import SecretUnreadable, decrypt_secret
 from .executions import (
     CrewRef,
     KnownExecution,
     PayloadError,
+    ReceiverCrew,
+    crew_named,
     crew_with_execution,
     execution_id_of,
     receive_crew_finished,
@@ -87,18 +88,6 @@ class Refused(Exception):
         self.title = title
         self.message = message
         self.keep_payload = keep_payload
-
-
-_CREWS: Table = Crew.__table__  # type: ignore[assignment]
-# The columns a receiver needs, read with a plain query (no ORM object per delivery).
-_CREW_BY_NAME = select(_CREWS.c.id, _CREWS.c.name, _CREWS.c.inbound_secret_encrypted).where(
-    _CREWS.c.name == bindparam("name")
-)
-
-
-def _crew_named(name: str) -> Any:
-    """The crew's id, name and encrypted inbound secret, or None."""
-    return db.session.execute(_CREW_BY_NAME, {"name": name}).first()
 
 
 # SQLite lets one connection write at a time, and a writer that finds the database
@@ -154,7 +143,7 @@ def _presented_secret(path_secret: str | None) -> str | None:
     return None
 
 
-def _authenticate(crew: Any, path_secret: str | None) -> None:
+def _authenticate(crew: ReceiverCrew, path_secret: str | None) -> None:
     try:
         expected = decrypt_secret(crew.inbound_secret_encrypted)
     except SecretUnreadable as exc:
@@ -181,7 +170,7 @@ def _parse(raw: bytes) -> tuple[dict[str, Any], str]:
 
 
 def _crew_for(crew_name: str, kind: WebhookKind, parsed: tuple[dict[str, Any], str] | Refused
-              ) -> tuple[Any, KnownExecution | None]:
+              ) -> tuple[ReceiverCrew | None, KnownExecution | None]:
     """The crew (None: unknown) and, for a well-formed human-input notification, what
     reviewapp knows of its execution: read together, in one statement."""
     kickoff_id = None
@@ -189,9 +178,9 @@ def _crew_for(crew_name: str, kind: WebhookKind, parsed: tuple[dict[str, Any], s
         try:
             kickoff_id = execution_id_of(parsed[0])
         except PayloadError:
-            kickoff_id = None  # answered with a 422 once the caller is authenticated
+            pass  # answered with a 422 once the caller is authenticated
     if kickoff_id is None:
-        return _crew_named(crew_name), None
+        return crew_named(crew_name), None
     return crew_with_execution(crew_name, kickoff_id)
 
 
@@ -254,13 +243,13 @@ def receive(crew_name: str, segment: str, path_secret: str | None = None) -> Any
     kind = SEGMENT_KINDS.get(segment)
     if kind is None:
         return jsonify(error="Not Found", message="Unknown receiver; use human-input, task, step or crew."), 404
-    crew: Any = None
+    crew: ReceiverCrew | None = None
     text: str | None = None
     try:
         try:
             raw = _read_body()
         except Refused:
-            crew = _crew_named(crew_name)  # recorded against the crew it was sent to
+            crew = crew_named(crew_name)  # recorded against the crew it was sent to
             raise
         parsed = _parsed(raw)
         crew, known = _crew_for(crew_name, kind, parsed)
