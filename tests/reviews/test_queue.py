@@ -165,7 +165,7 @@ def test_review_next_respects_filters(app, client, login_as, make_round):
 
 
 def test_a_text_count_past_the_cap_is_shown_as_a_lower_bound(client, login_as, make_round, monkeypatch):
-    monkeypatch.setattr(services, "TEXT_COUNT_CAP", 2)
+    monkeypatch.setattr(services, "QUEUE_COUNT_CAP", 2)
     ids = [make_round(f"needle number {i}") for i in range(3)]
     make_round("hay only")
     login_as("reviewer")
@@ -297,7 +297,8 @@ def test_the_page_picks_its_rounds_in_a_limited_subquery_over_review_rounds_alon
     are joined to those rows. (Joined in one SELECT, SQLite sorted every pending round.)"""
     shape = services._Shape.of(filters)
     keys = services._page_keys(shape, newest_first=filters.newest_first, after=after, limit=50)
-    stmt = services._page_rows(keys, shape, newest_first=filters.newest_first, counted=not filters.q)
+    count_cap = None if filters.q else services.QUEUE_COUNT_CAP
+    stmt = services._page_rows(keys, shape, newest_first=filters.newest_first, count_cap=count_cap)
     (joined,) = stmt.get_final_froms()
     leftmost = joined
     while isinstance(leftmost, Join):
@@ -418,3 +419,35 @@ def test_a_text_count_looks_the_words_up_before_the_other_filters(app):
     words_only = str(source.element.whereclause)
     assert "crew_id" not in words_only and "received_at" not in words_only and "output" in words_only
     assert "crew_id" in str(stmt.whereclause) and "received_at" in str(stmt.whereclause)
+
+
+def test_a_count_past_the_cap_is_a_lower_bound_without_filters_too(app, client, login_as, make_round, monkeypatch):
+    """The queue counts at most QUEUE_COUNT_CAP + 1 rounds: past it the page says "N+",
+    on the first page, after a cursor and past the end alike; at the cap it is exact."""
+    monkeypatch.setattr(services, "QUEUE_COUNT_CAP", 3)
+    ids = [make_round(f"item {i}") for i in range(5)]
+    login_as("reviewer")
+    first = client.get("/").get_data(as_text=True)
+    assert listed_ids(first) == ids
+    assert "<strong>3+</strong> pending rounds (counting stops there)." in first
+    with app.app_context():
+        page = services.list_queue(QueueFilters(), limit=2)
+        assert (page.total, page.total_is_lower_bound) == (3, True)
+        later = services.list_queue(QueueFilters(), after=Cursor.decode(page.next_cursor), limit=2)
+        assert (later.total, later.total_is_lower_bound) == (3, True)
+        last = round_row(app, ids[-1])
+        beyond = services.list_queue(QueueFilters(), after=Cursor(last.received_at, last.id))
+        assert (beyond.rows, beyond.total, beyond.total_is_lower_bound) == ([], 3, True)
+        assert services.count_queue(QueueFilters()) == (3, True)
+    monkeypatch.setattr(services, "QUEUE_COUNT_CAP", 5)
+    exact = client.get("/").get_data(as_text=True)
+    assert "<strong>5</strong> pending rounds." in exact
+
+
+def test_a_lead_past_the_cap_is_pointed_to_the_exact_depth(client, login_as, make_round, monkeypatch):
+    monkeypatch.setattr(services, "QUEUE_COUNT_CAP", 1)
+    make_round("one")
+    make_round("two")
+    login_as("lead")
+    page = client.get("/").get_data(as_text=True)
+    assert 'has the exact queue depth' in page and 'href="/audit/metrics"' in page

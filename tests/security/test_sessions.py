@@ -164,3 +164,34 @@ class TestTimeouts:
     def test_public_pages_are_not_affected(self, client, clock):
         clock.advance(days=3)
         assert client.get("/login").status_code == 200
+
+
+class TestLastSeen:
+    """The last-seen time is renewed at most once per sixtieth of the idle timeout (a
+    minute by default): between renewals the cookie is not signed or sent again."""
+
+    def test_requests_within_the_interval_leave_the_cookie_alone(self, client, make_user, clock):
+        make_user("ann")
+        login(client)
+        client.get("/")  # the first page also stores the session's CSRF token
+        with client.session_transaction() as sess:
+            seen = sess["_seen_at"]
+        clock.advance(seconds=59)
+        response = client.get("/")
+        assert response.status_code == 200
+        assert not [h for h in response.headers.getlist("Set-Cookie") if h.startswith("session=")]
+        clock.advance(seconds=1)
+        response = client.get("/")
+        set_cookie(response, "session")
+        with client.session_transaction() as sess:
+            assert sess["_seen_at"] == seen + 60
+
+    def test_the_interval_follows_the_idle_timeout(self, app, client, make_user, clock):
+        app.config["SESSION_IDLE_TIMEOUT"] = app.config["SESSION_IDLE_TIMEOUT"] / 60  # 1 min
+        make_user("ann")
+        login(client)
+        for _ in range(5):  # a request a second renews every time: never idle
+            clock.advance(seconds=50)
+            assert client.get("/").status_code == 200
+        clock.advance(seconds=61)
+        assert client.get("/").status_code == 303
