@@ -176,6 +176,30 @@ def derive_settings(config: dict[str, Any] | Any) -> None:
     config["REMEMBER_COOKIE_DURATION"] = config["SESSION_ABSOLUTE_TIMEOUT"]
     if isinstance(config.get("TRUSTED_HOSTS"), str):
         config["TRUSTED_HOSTS"] = _host_list(config["TRUSTED_HOSTS"])
+    config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(
+        str(config.get("SQLALCHEMY_DATABASE_URI") or ""), config.get("SQLALCHEMY_ENGINE_OPTIONS") or {}
+    )
+
+
+def engine_options(database_uri: str, configured: dict[str, Any]) -> dict[str, Any]:
+    """The engine options for ``database_uri``: ``configured`` plus, on PostgreSQL,
+
+    - sessions in UTC (``TimeZone``, a startup parameter: no round trip). The driver
+      then returns times in ``datetime.UTC``, which UtcDateTime passes through as they
+      are instead of converting each (every SQL expression here names UTC already);
+    - the pool hands out the connection returned last (LIFO): the fewest connections
+      stay busy, and their prepared statements (psycopg prepares a statement at its
+      fifth execution on a connection) are the ones reused. Taken in turn (FIFO), each
+      of the pool's connections planned a decision's statements anew for its first
+      five decisions.
+    Settings given in ``configured`` win."""
+    options = dict(configured)
+    if database_uri.startswith("postgresql"):
+        options.setdefault("pool_use_lifo", True)
+        connect_args = dict(options.get("connect_args") or {})
+        connect_args.setdefault("options", "-c TimeZone=UTC")
+        options["connect_args"] = connect_args
+    return options
 
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}

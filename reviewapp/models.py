@@ -55,9 +55,33 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
+        zone = value.tzinfo
+        if zone is UTC:  # PostgreSQL, whose sessions are set to UTC (see reviewapp/__init__.py)
+            return value
+        if zone is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        """SQLite: the stored text straight to an aware datetime, in one C call.
+
+        SQLite keeps ``2025-01-31 09:05:00.000000`` (UTC, no offset). Parsed to a naive
+        datetime and then given its zone with ``replace(tzinfo=UTC)``, each value cost
+        ~5,000 instructions in ``replace``'s keyword parsing alone: 100 per history page
+        (two columns a row), two million per export."""
+        standard = super().result_processor(dialect, coltype)
+        if dialect.name != "sqlite":
+            return standard
+
+        def utc_from_text(value: Any) -> datetime | None:
+            if isinstance(value, str):
+                try:
+                    return datetime.fromisoformat(value + "+00:00")
+                except ValueError:
+                    pass  # another layout (an offset of its own...): the standard way
+            return standard(value) if standard is not None else self.process_result_value(value, dialect)
+
+        return utc_from_text
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:

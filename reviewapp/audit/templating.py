@@ -14,7 +14,7 @@ Escaping is the other per-value cost: autoescaping wraps every value in ``Markup
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, get_args, get_type_hints
 
@@ -31,21 +31,38 @@ JOB_BADGE_CLASSES = {
 }
 
 
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(100))
+
+
+def _utc_date_and_time(value: datetime) -> tuple[str, str]:
+    """``("2025-01-31", "09:05:00")``, from the fields: ``isoformat`` formats through C's
+    printf machinery, ~5,700 instructions a call, five times this."""
+    two = _TWO_DIGITS
+    return (
+        f"{value.year:04d}-{two[value.month]}-{two[value.day]}",
+        f"{two[value.hour]}:{two[value.minute]}:{two[value.second]}",
+    )
+
+
 def utc_seconds(value: datetime) -> str:
-    """``2025-01-31 09:05:00`` for a UTC timestamp (``isoformat`` is several times
-    faster than ``strftime``)."""
-    return value.isoformat(" ", "seconds")[:19]
+    """``2025-01-31 09:05:00`` for a UTC timestamp."""
+    day, time = _utc_date_and_time(value)
+    return f"{day} {time}"
 
 
 def when(value: datetime | None) -> Markup:
     """A UTC timestamp as ``<time>`` to the second, or a dash."""
     if not value:
         return Markup("—")
-    # An ISO timestamp holds only digits and "-:.+T": nothing to escape (Markup % would
-    # escape both parts, at several times the cost of the rest). Shown: its first 19
-    # characters with a space for the "T".
-    iso = value.isoformat()
-    return Markup(f'<time datetime="{iso}">{iso[:10]} {iso[11:19]}</time>')  # noqa: S704 - ISO digits
+    day, time = _utc_date_and_time(value)
+    if value.tzinfo is UTC:  # as every stored time is read (UtcDateTime): isoformat's text, built here
+        micro = value.microsecond
+        iso = f"{day}T{time}.{micro:06d}+00:00" if micro else f"{day}T{time}+00:00"
+    else:
+        iso = value.isoformat()
+    # Digits and "-:.+T" only: nothing to escape (Markup % would escape both parts, at
+    # several times the cost of the rest).
+    return Markup(f'<time datetime="{iso}">{day} {time}</time>')  # noqa: S704 - ISO digits
 
 
 def _badge(state: JobState | None) -> Markup:

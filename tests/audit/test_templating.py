@@ -66,3 +66,44 @@ def test_history_rows_are_escaped(client, login_as, factory):
     page = client.get("/audit/history").get_data(as_text=True)
     assert "<script>" not in page
     assert page.count(ESCAPED) == 4  # feedback, reason, task id, resume outcome
+
+
+def _unpacked_names(app, template_name: str) -> list[list[str]]:
+    """The names each ``{% for a, b, ... in ...|escaped_rows %}`` of a template unpacks."""
+    from jinja2 import nodes
+
+    source = app.jinja_env.loader.get_source(app.jinja_env, template_name)[0]
+    loops = app.jinja_env.parse(source).find_all(nodes.For)
+    return [
+        [name.name for name in loop.target.items]
+        for loop in loops
+        if isinstance(loop.iter, nodes.Filter) and loop.iter.name == "escaped_rows"
+        and isinstance(loop.target, nodes.Tuple)
+    ]
+
+
+def test_the_long_pages_unpack_their_rows_field_by_field_in_order(app):
+    """The queue and history rows are unpacked in the for tag (a plain local per field,
+    where ``row.field`` costs a call each: a thousand a page): the names must be the row
+    type's fields, in its order, or a column would show another's value."""
+    from reviewapp.audit.history import HistoryRow
+    from reviewapp.reviews.services import QueueRow
+
+    assert _unpacked_names(app, "audit/history.html") == [list(HistoryRow._fields)]
+    assert _unpacked_names(app, "reviews/queue.html") == [list(QueueRow._fields)]
+
+
+def test_times_are_written_as_isoformat_would_write_them():
+    from datetime import timedelta, timezone
+
+    from reviewapp.audit.templating import utc_seconds
+
+    for value in (
+        datetime(2025, 1, 31, 9, 5, 7, tzinfo=UTC),
+        datetime(999, 12, 1, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(2025, 6, 30, 0, 0, 0, 999999, tzinfo=UTC),
+        datetime(2025, 6, 30, 1, 2, 3, 40, tzinfo=timezone(timedelta(hours=2))),
+    ):
+        iso = value.isoformat()
+        assert utc_seconds(value) == value.isoformat(" ", "seconds")[:19]
+        assert when(value) == f'<time datetime="{iso}">{iso[:10]} {iso[11:19]}</time>'
