@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, or_, select, union_all
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, or_, select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
@@ -258,27 +258,3 @@ def history_in_order(filters: HistoryFilters) -> Iterator[Any]:
     response's own context, not in the view whose session is closed before streaming."""
     stmt = history_statement(filters).order_by(Decision.created_at, Decision.id)
     yield from db.session.execute(stmt.execution_options(yield_per=EXPORT_BATCH))
-
-
-# The filter lists are read on every page that shows them: built once, of table columns
-# (Core: no ORM compile or row-loading steps).
-_CREW_TABLE, _USER_TABLE = Crew.__table__, User.__table__
-_CREWS = select(_CREW_TABLE.c.id, _CREW_TABLE.c.name).order_by(_CREW_TABLE.c.name)
-_KINDS = union_all(
-    select(inline("crew").label("kind"), _CREW_TABLE.c.id.label("id"), _CREW_TABLE.c.name.label("name")),
-    select(inline("user").label("kind"), _USER_TABLE.c.id.label("id"), _USER_TABLE.c.username.label("name")),
-).subquery()
-_CREWS_AND_USERS = select(_KINDS).order_by(_KINDS.c.kind, _KINDS.c.name)
-
-
-def crew_choices() -> list[tuple[int, str]]:
-    return [(crew_id, name) for crew_id, name in db.session.execute(_CREWS)]
-
-
-def crew_and_reviewer_choices() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    """The crew and the reviewer filter lists, each ``(id, name)`` by name, read in one
-    statement (a lead's history page shows both)."""
-    lists: dict[str, list[tuple[int, str]]] = {"crew": [], "user": []}
-    for kind, row_id, name in db.session.execute(_CREWS_AND_USERS):
-        lists[kind].append((row_id, name))
-    return lists["crew"], lists["user"]

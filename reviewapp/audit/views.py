@@ -19,6 +19,7 @@ from ..models import Role, utcnow
 from .dashboard import build_dashboard
 from .events import events_page
 from .export import csv_stream, jsonl_stream
+from .filter_lists import crew_and_reviewer_choices, crew_choices
 from .filters import (
     DECISIONS,
     OUTCOMES,
@@ -28,7 +29,7 @@ from .filters import (
     parse_history_filters,
     parse_metric_filters,
 )
-from .history import SearchTooBroad, crew_and_reviewer_choices, crew_choices, history_page
+from .history import SearchTooBroad, history_page
 from .pagination import CursorError, parse_cursors
 from .services import record_event
 from .templating import FILTERS

@@ -24,7 +24,7 @@ from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
 from ..access import requires
-from ..audit.history import crew_choices
+from ..audit.filter_lists import crew_choices
 from ..audit.pagination import Cursor, CursorError
 from ..audit.templating import utc_seconds
 from ..auth.forms import EmptyForm
