@@ -538,11 +538,23 @@ def review_next(
 # --------------------------------------------------------------------------- review page
 
 
+# What deciding never reads: a round's texts and an execution's results and payloads
+# (up to megabytes each; read only should a page need them after all).
+_UNREAD_BY_DECIDING = (
+    defer(ReviewRound.output), defer(ReviewRound.description), defer(ReviewRound.expected_output),
+    defer(ReviewRound.meta),
+    joinedload(ReviewRound.execution).defer(Execution.result), joinedload(ReviewRound.execution).defer(Execution.error),
+    joinedload(ReviewRound.execution).defer(Execution.last_status_raw),
+    joinedload(ReviewRound.execution).defer(Execution.token_usage),
+    joinedload(ReviewRound.execution).defer(Execution.inputs), joinedload(ReviewRound.execution).defer(Execution.meta),
+)
+
+
 def get_round(round_id: int, *, output: bool = True) -> ReviewRound | None:
-    """The round with its execution and crew; ``output=False``: without the output
-    (up to megabytes; ``round.output`` still reads it when needed)."""
+    """The round with its execution and crew; ``output=False``: without the columns
+    deciding does not read (``round.output`` and the others still load when read)."""
     options = [joinedload(ReviewRound.execution), joinedload(ReviewRound.crew)]
-    return db.session.get(ReviewRound, round_id, options=options if output else [*options, defer(ReviewRound.output)])
+    return db.session.get(ReviewRound, round_id, options=options if output else [*options, *_UNREAD_BY_DECIDING])
 
 
 def earlier_rounds(round_: ReviewRound) -> list[ReviewRound]:

@@ -3,6 +3,7 @@ the happy paths, every failure mode, leases, retry/dismiss, the worker."""
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import timedelta
 
@@ -27,6 +28,8 @@ from reviewapp.models import (
 )
 from reviewapp.reviews import delivery, services
 from reviewapp.worker import run_forever, run_once
+
+from tests.conftest import is_postgres
 
 from .helpers import attempts_for, audit_events, count, fetch, job_for_round, round_row
 
@@ -461,3 +464,33 @@ def test_decision_count_matches_jobs(app, client, login_as, sandbox, sandbox_rou
     decide(client, rid, feedback="Thanks!", **APPROVE)
     assert count(app, Decision) == count(app, ResumeJob) == 1
     assert job_for_round(app, rid).outcome == "completed"  # support has one task
+
+
+def test_a_decision_reads_no_column_it_does_not_use(app, client, login_as, sandbox, sandbox_round):
+    """The submit reads the round, its execution and crew in one statement, without the
+    round's texts or the execution's results and payloads (up to megabytes, which
+    deciding never reads), and reads nothing lazily later: the decision and its resume
+    job, the /resume call, the outcome."""
+    import threading
+
+    from tests.sqlcapture import captured
+
+    rid = sandbox_round("research")
+    login_as("reviewer")
+    client.get(f"/rounds/{rid}")
+    me = threading.get_ident()
+    with captured(app, lambda statement, cursor: (threading.get_ident(), statement)) as seen:
+        assert client.post(f"/rounds/{rid}/decide", data={"feedback": "Great work.", **APPROVE}).status_code == 302
+    mine = [statement for thread, statement in seen if thread == me]
+    [read] = [s for s in mine if s.startswith("SELECT") and "FROM review_rounds" in s.split(" WHERE ")[0]]
+    columns = {re.sub(r"_\d+\.", ".", part.split(" AS ")[0]) for part in read[len("SELECT "):].split(" FROM ")[0].split(", ")}
+    assert {"review_rounds.task_id", "executions.kickoff_id", "crews.base_url"} <= columns
+    unread = {"review_rounds.output", "review_rounds.description", "review_rounds.expected_output",
+              "review_rounds.meta", "executions.result", "executions.error", "executions.last_status_raw",
+              "executions.token_usage", "executions.inputs", "executions.meta"}
+    assert not columns & unread
+    assert [s.split(" ")[0] for s in mine if s is not read] == [
+        "SELECT",  # the session's user, and whether the session was revoked
+        "UPDATE", "INSERT", "INSERT", "INSERT",  # round decided; decision, job, audit event
+        "INSERT", "UPDATE", "UPDATE", "INSERT",  # the /resume attempt; job, execution, timeline
+    ] if not is_postgres() else len(mine) == 4
