@@ -28,7 +28,6 @@ from reviewapp.models import (
 )
 from reviewapp.reviews import delivery, services
 from reviewapp.worker import run_forever, run_once
-
 from tests.conftest import is_postgres
 
 from .helpers import attempts_for, audit_events, count, fetch, job_for_round, round_row
