@@ -56,8 +56,19 @@ def encrypt_secret(app_or_none: Flask | None, plaintext: str) -> str:
 def decrypt_secret(ciphertext: str) -> str:
     """Decrypt a value made by :func:`encrypt_secret` (needs an app context)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    return _decrypted(_key_material(app), ciphertext)
+
+
+@functools.lru_cache(maxsize=256)
+def _decrypted(material: bytes, ciphertext: str) -> str:
+    """Decrypted once per process, key material and value: every webhook authenticates
+    with its crew's inbound secret and every resume sends its crew's token, and a Fernet
+    decryption (HMAC check, AES) was 5% of a webhook's CPU. Fernet without a TTL gives
+    the same answer every time. A changed key misses the cache (the material is part of
+    the key) and fails as before; a failure is never cached. The process holds the
+    decrypted secrets it used, as it holds the key that decrypts them all."""
     try:
-        return _fernet(app).decrypt(ciphertext.encode("ascii")).decode("utf-8")
+        return _fernet_for(material).decrypt(ciphertext.encode("ascii")).decode("utf-8")
     except (InvalidToken, ValueError, UnicodeError) as exc:
         raise SecretUnreadable(
             "A stored crew secret cannot be decrypted: the encryption key "

@@ -41,3 +41,17 @@ def test_damaged_value_is_a_clear_error():
 def test_hint_shows_only_the_last_four_characters():
     assert secret_hint("abcdefghijklmnop") == "…mnop"
     assert secret_hint("short") == "…"
+
+
+def test_a_value_read_once_is_refused_once_the_key_changes():
+    """Decrypted values are kept per key: a new key reads nothing an old one read."""
+    app = _app(SECRET_KEY="a" * 40)
+    sealed = encrypt_secret(app, "tok-3")
+    with app.app_context():
+        assert decrypt_secret(sealed) == "tok-3"
+        assert decrypt_secret(sealed) == "tok-3"
+        app.config["SECRET_KEY"] = "c" * 40
+        with pytest.raises(SecretUnreadable):
+            decrypt_secret(sealed)
+        app.config["TOKEN_KEY"] = "a" * 40  # the old material, as the token key: readable again
+        assert decrypt_secret(sealed) == "tok-3"
