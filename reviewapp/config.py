@@ -69,8 +69,8 @@ DEFAULTS: dict[str, Any] = {
     "RESUME_BACKOFF_BASE": 2.0,
     "RESUME_BACKOFF_MAX": 300.0,
     "JOB_LEASE_SECONDS": 60,
-    "HISTORY_SEARCH_TIMEOUT_SECONDS": 5,
-    "FILTER_LISTS_SECONDS": 10,  # the filter forms' crew/reviewer lists are read this often (audit/filter_lists.py)  # PostgreSQL: a history text search stops after this
+    "HISTORY_SEARCH_TIMEOUT_SECONDS": 5,  # PostgreSQL: a history text search stops after this
+    "FILTER_LISTS_SECONDS": 10,  # the filter forms' crew/reviewer lists are read this often (audit/filter_lists.py)
     "STATUS_POLL_MIN_SECONDS": 15,
     "STATUS_POLL_MAX_SECONDS": 600,
 }

@@ -56,7 +56,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         zone = value.tzinfo
-        if zone is UTC:  # PostgreSQL, whose sessions are set to UTC (see reviewapp/__init__.py)
+        if zone is UTC:  # PostgreSQL, whose sessions are set to UTC (config.engine_options)
             return value
         if zone is None:
             return value.replace(tzinfo=UTC)
@@ -70,7 +70,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         ~5,000 instructions in ``replace``'s keyword parsing alone: 100 per history page
         (two columns a row), two million per export."""
         standard = super().result_processor(dialect, coltype)
-        if dialect.name != "sqlite":
+        if dialect.name != "sqlite" or standard is None:
             return standard
 
         def utc_from_text(value: Any) -> datetime | None:
@@ -79,7 +79,7 @@ class UtcDateTime(TypeDecorator[datetime]):
                     return datetime.fromisoformat(value + "+00:00")
                 except ValueError:
                     pass  # another layout (an offset of its own...): the standard way
-            return standard(value) if standard is not None else self.process_result_value(value, dialect)
+            return standard(value)
 
         return utc_from_text
 

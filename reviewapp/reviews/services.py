@@ -541,12 +541,12 @@ def review_next(
 # What deciding never reads: a round's texts and an execution's results and payloads
 # (up to megabytes each; read only should a page need them after all).
 _UNREAD_BY_DECIDING = (
-    defer(ReviewRound.output), defer(ReviewRound.description), defer(ReviewRound.expected_output),
-    defer(ReviewRound.meta),
-    joinedload(ReviewRound.execution).defer(Execution.result), joinedload(ReviewRound.execution).defer(Execution.error),
-    joinedload(ReviewRound.execution).defer(Execution.last_status_raw),
-    joinedload(ReviewRound.execution).defer(Execution.token_usage),
-    joinedload(ReviewRound.execution).defer(Execution.inputs), joinedload(ReviewRound.execution).defer(Execution.meta),
+    *(defer(column) for column in (ReviewRound.output, ReviewRound.description, ReviewRound.expected_output,
+                                   ReviewRound.meta)),
+    joinedload(ReviewRound.execution).options(
+        *(defer(column) for column in (Execution.result, Execution.error, Execution.last_status_raw,
+                                       Execution.token_usage, Execution.inputs, Execution.meta))
+    ),
 )
 
 
