@@ -21,7 +21,7 @@ from typing import Any, cast
 from argon2 import PasswordHasher
 from sqlalchemy import Engine, Index, Table, create_engine, insert
 
-from reviewapp import decision_summaries
+from reviewapp import decision_summaries, resume_call_counts
 from reviewapp.extensions import db
 from reviewapp.models import (
     Decision,
@@ -147,9 +147,11 @@ def _wait_indexes() -> list[Index]:
 
 
 def _unsummarised(engine: Engine) -> None:
-    """Drop what counts decisions one by one: the loaded rows bring their derived columns."""
+    """Drop what counts decisions and attempts one by one: the loaded rows bring their
+    derived columns."""
     with engine.begin() as conn:
         decision_summaries.drop_triggers(conn)
+        resume_call_counts.drop_trigger(conn)
         for index in _wait_indexes():
             conn.exec_driver_sql(f"DROP INDEX IF EXISTS {index.name}")
 
@@ -163,6 +165,7 @@ def _summarise(engine: Engine) -> float:
             index.create(conn)
         decision_summaries.rebuild(conn)
         decision_summaries.create_triggers(conn)
+        resume_call_counts.create_trigger(conn)
     return time.perf_counter() - started
 
 
@@ -269,7 +272,9 @@ def seed(
 
         def job_rows() -> Iterator[dict[str, Any]]:
             for i in range(decisions):
-                yield {"id": i + 1, "decision_id": i + 1, **_delivered_job(crew_of(i), "resumed", now)}
+                yield {"id": i + 1, "decision_id": i + 1, **_delivered_job(crew_of(i), "resumed", now),
+                       # what the attempts' trigger counts for the one attempt below (dropped during the load)
+                       "resume_calls": 1, "last_http_status": 200}
 
         _insert(engine, ResumeJob, job_rows())
 

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from . import decision_summaries
+from . import decision_summaries, resume_call_counts
 from .extensions import Model
 
 
@@ -497,16 +497,22 @@ class DecisionWaitCount(Model):
 
 
 @event.listens_for(Model.metadata, "after_create")
-def _create_summary_triggers(metadata: Any, connection: Any, tables: Any = (), **kw: Any) -> None:
-    """``create_all()`` makes the same triggers as the migration that added the summaries."""
-    if any(table.name in decision_summaries.WATCHED_TABLES for table in tables):
+def _create_triggers(metadata: Any, connection: Any, tables: Any = (), **kw: Any) -> None:
+    """``create_all()`` makes the same triggers as the migrations that added them."""
+    names = {table.name for table in tables}
+    if names.intersection(decision_summaries.WATCHED_TABLES):
         decision_summaries.create_triggers(connection)
+    if resume_call_counts.WATCHED_TABLE in names:
+        resume_call_counts.create_trigger(connection)
 
 
 @event.listens_for(Model.metadata, "before_drop")
-def _drop_summary_triggers(metadata: Any, connection: Any, tables: Any = (), **kw: Any) -> None:
-    if any(table.name in decision_summaries.WATCHED_TABLES for table in tables):
+def _drop_triggers(metadata: Any, connection: Any, tables: Any = (), **kw: Any) -> None:
+    names = {table.name for table in tables}
+    if names.intersection(decision_summaries.WATCHED_TABLES):
         decision_summaries.drop_triggers(connection)
+    if resume_call_counts.WATCHED_TABLE in names:
+        resume_call_counts.drop_trigger(connection)
 
 
 def _changed_columns(target: Any) -> list[str]:
@@ -564,6 +570,10 @@ class ResumeJob(Model):
     state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.PENDING)
     body: Mapped[dict[str, Any]] = mapped_column(JSON)  # exactly what is POSTed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Kept by a trigger on resume_attempts (reviewapp/resume_call_counts.py): the job's
+    # /resume calls and the HTTP status of its latest call (a /resume or a status check).
+    resume_calls: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_http_status: Mapped[int | None] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     lease_owner: Mapped[str | None] = mapped_column(String(64))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

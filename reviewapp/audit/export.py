@@ -3,7 +3,7 @@
 The export has its own statement (:func:`export_statement`): the history page's rows
 and filters, but only the exported columns, already in their final form (ISO times,
 ``approve``/``revise``, state names). The ``/resume`` call count and the last HTTP
-status come from one lookup of the job's attempts (see :func:`_attempt_stats`). Each
+status are the job's own columns (reviewapp/resume_call_counts.py). Each
 block of EXPORT_BATCH rows leaves as one chunk.
 
 On PostgreSQL the database writes the CSV itself (:func:`_copied_csv`: ``COPY (...) TO
@@ -28,24 +28,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
-    ARRAY,
     ColumnElement,
     Connection,
-    Integer,
     Select,
     String,
     case,
     func,
     literal,
-    select,
-    true,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import array
-from sqlalchemy.orm import aliased
 
 from ..extensions import db
-from ..models import Crew, Decision, Execution, ResumeAttempt, ResumeJob, ReviewRound, User
+from ..models import Crew, Decision, Execution, ResumeJob, ReviewRound, User
 from ..statements import inline
 from .dialect import is_postgres, iso_utc
 from .filters import HistoryFilters
@@ -96,42 +90,10 @@ def _neutralised(column: Any) -> ColumnElement:
     return case((func.substr(text, 1, 1).in_(FORMULA_STARTS), literal("'") + text), else_=text)
 
 
-def _attempt_stats(stmt: Select) -> tuple[Select, Any, Any]:
-    """``stmt`` joined to each resume job's ``/resume`` call count and its latest
-    attempt's HTTP status; returns the statement and those two columns.
-
-    PostgreSQL: one LATERAL lookup of the job's attempts per row (an index probe), so
-    the rows stream in order from the decisions' index from the first one on (a grouped
-    pass over all the attempts makes PostgreSQL hash-join and sort a million rows before
-    the first). The latest attempt's status is the second element of the greatest
-    ``[id, http_status]`` pair, so the same probe gives both.
-    SQLite: one grouped pass, joined on the job id, then the latest attempt by its id.
-
-    The call count is not ``ResumeJob.attempts``: that counts only the failed tries (it
-    drives the backoff), so a job delivered at the first try has 0 there."""
-    calls = func.count(case((ResumeAttempt.kind == "resume", 1))).label("calls")
-    if is_postgres():
-        pair = type_coerce(func.max(array([ResumeAttempt.id, ResumeAttempt.http_status])), ARRAY(Integer))
-        lateral = (
-            select(calls, pair[inline(2)].label("last_status"))
-            .where(ResumeAttempt.job_id == ResumeJob.id)
-            .lateral("attempt_stats")
-        )
-        return stmt.outerjoin(lateral, true()), lateral.c.calls, lateral.c.last_status
-    grouped = (
-        select(ResumeAttempt.job_id, calls, func.max(ResumeAttempt.id).label("last_id"))
-        .group_by(ResumeAttempt.job_id)
-        .subquery("attempt_stats")
-    )
-    last = aliased(ResumeAttempt, name="last_attempt")
-    stmt = stmt.outerjoin(grouped, grouped.c.job_id == ResumeJob.id).outerjoin(last, last.id == grouped.c.last_id)
-    return stmt, grouped.c.calls, last.http_status
-
-
 def export_statement(filters: HistoryFilters, *, for_csv: bool) -> Select:
     """The history rows matching ``filters``, oldest first, one column per COLUMNS entry."""
     text = _neutralised if for_csv else (lambda column: column)
-    stmt, calls, last_status = _attempt_stats(history_statement(filters))
+    stmt = history_statement(filters)
     columns = (
         Decision.id,
         iso_utc(Decision.created_at),
@@ -147,8 +109,8 @@ def export_statement(filters: HistoryFilters, *, for_csv: bool) -> Select:
         iso_utc(ReviewRound.received_at),
         type_coerce(ResumeJob.state, String),
         text(ResumeJob.outcome),
-        last_status,
-        type_coerce(case((ResumeJob.id.is_(None), None), else_=func.coalesce(calls, 0)), Integer),
+        ResumeJob.last_http_status,
+        ResumeJob.resume_calls,  # None without a job (the outer join)
     )
     return stmt.with_only_columns(*columns, maintain_column_froms=False).order_by(Decision.created_at, Decision.id)
 

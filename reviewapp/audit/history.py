@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, case, func, or_, select
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, or_, select
 from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
@@ -21,7 +21,6 @@ from ..models import (
     Decision,
     Execution,
     JobState,
-    ResumeAttempt,
     ResumeJob,
     ReviewRound,
     RoundState,
@@ -50,7 +49,7 @@ KICKOFF_SHORT_CHARS = 8  # of a kickoff id, the page shows this much under the e
 _DECISIONS, _ROUNDS, _EXECUTIONS = Decision.__table__, ReviewRound.__table__, Execution.__table__
 _ROUNDS_LISTING = "ix_review_rounds_listing"
 _CREW_TABLE, _USER_TABLE = Crew.__table__, User.__table__
-_JOBS, _ATTEMPTS = ResumeJob.__table__, ResumeAttempt.__table__
+_JOBS = ResumeJob.__table__
 
 
 class HistoryRow(NamedTuple):
@@ -76,31 +75,6 @@ class HistoryRow(NamedTuple):
     job_outcome: str | None
     attempts: int | None
     last_http_status: int | None
-
-
-def _last_http_status() -> Any:
-    """HTTP status of the job's latest attempt (an index probe per row)."""
-    return (
-        select(_ATTEMPTS.c.http_status)
-        .where(_ATTEMPTS.c.job_id == _JOBS.c.id)
-        .order_by(_ATTEMPTS.c.id.desc())
-        .limit(inline(1))
-        .correlate(_JOBS)
-        .scalar_subquery()
-    )
-
-
-def _resume_calls() -> Any:
-    """How many times the decision was sent to AMP: its logged ``/resume`` calls (None
-    without a job). Not ``ResumeJob.attempts``: that counts only the failed tries (it
-    drives the backoff), so a job delivered at the first try has 0 there."""
-    calls = (
-        select(func.count(_ATTEMPTS.c.id))
-        .where(_ATTEMPTS.c.job_id == _JOBS.c.id, _ATTEMPTS.c.kind == inline("resume"))
-        .correlate(_JOBS)
-        .scalar_subquery()
-    )
-    return case((_JOBS.c.id.is_(None), None), else_=calls)
 
 
 def _search(q: str) -> ColumnElement:
@@ -177,8 +151,8 @@ def _statement(shape: _Shape) -> Select:
             rounds.received_at,
             _JOBS.c.state.label("job_state"),
             _JOBS.c.outcome.label("job_outcome"),
-            _resume_calls().label("attempts"),
-            _last_http_status().label("last_http_status"),
+            _JOBS.c.resume_calls.label("attempts"),  # None without a job (the outer join)
+            _JOBS.c.last_http_status,
         )
         .select_from(
             _DECISIONS.join(_ROUNDS, rounds.id == decisions.round_id)

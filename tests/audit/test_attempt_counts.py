@@ -10,9 +10,13 @@ import csv
 import io
 
 import pytest
+from sqlalchemy import text
 
-from reviewapp.models import JobState
-from tests.audit.factories import at
+from reviewapp import create_app
+from reviewapp.extensions import db
+from reviewapp.models import JobState, ResumeJob
+from tests.audit.factories import AuditFactory, at
+from tests.test_migrations import empty_db_url  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -64,3 +68,52 @@ def test_timeline_counts_calls_made(client, login_as, delivered):
     page = client.get(f"/audit/executions/{delivered}").get_data(as_text=True)
     assert "retrying · 1 attempt<" in page
     assert "resumed · 2 attempts<" in page
+
+
+BEFORE_CALL_COUNTS = "d5a8f3c60e17"  # the revision before resume_jobs kept its counts
+
+
+def kept_and_recounted(conn) -> tuple[list, list]:
+    """Each job's kept (calls, last status), and the same recounted from its attempts."""
+    kept = conn.execute(text("SELECT id, resume_calls, last_http_status FROM resume_jobs ORDER BY id")).all()
+    recounted = conn.execute(text(
+        "SELECT j.id, (SELECT count(*) FROM resume_attempts a WHERE a.job_id = j.id AND a.kind = 'resume'),"
+        " (SELECT a.http_status FROM resume_attempts a WHERE a.job_id = j.id ORDER BY a.id DESC LIMIT 1)"
+        " FROM resume_jobs j ORDER BY j.id")).all()
+    return [tuple(row) for row in kept], [tuple(row) for row in recounted]
+
+
+def test_migration_backfills_the_counts_and_the_trigger_keeps_them(empty_db_url):
+    """Jobs and attempts written before the counts existed get theirs from the attempt
+    log; attempts written afterwards are counted by the trigger."""
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_db_url})
+    runner = app.test_cli_runner()
+    assert runner.invoke(args=["db", "upgrade"]).exit_code == 0
+    factory = AuditFactory()
+    with app.app_context():
+        first = factory.job(factory.decided(feedback="one call", job_state=None), attempts=0)
+        factory.attempt(first, started_at=at(3))
+        second = factory.job(factory.decided(feedback="retried", job_state=None), outcome=None)
+        factory.attempt(second, result="unavailable", http_status=503, started_at=at(4))
+        factory.attempt(second, kind="status-check", http_status=None, started_at=at(5))
+        factory.job(factory.decided(feedback="never sent", job_state=None), state=JobState.PENDING, outcome=None)
+        factory.commit()
+        jobs = (first.id, second.id)
+        db.session.remove()
+        db.engine.dispose()
+    assert runner.invoke(args=["db", "downgrade", BEFORE_CALL_COUNTS]).exit_code == 0
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        with db.engine.connect() as conn:
+            kept, recounted = kept_and_recounted(conn)
+        assert kept == recounted
+        assert [row[1:] for row in kept] == [(1, 200), (1, None), (0, None)]
+        job = db.session.get(ResumeJob, jobs[1])
+        factory.attempt(job, started_at=at(6))  # the retry goes through
+        factory.commit()
+        with db.engine.connect() as conn:
+            kept, recounted = kept_and_recounted(conn)
+        assert kept == recounted and kept[1][1:] == (2, 200)
+        db.session.remove()
+        db.engine.dispose()

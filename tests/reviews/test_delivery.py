@@ -82,6 +82,15 @@ def resume_calls(sandbox):
     return sandbox.calls("/resume")
 
 
+def assert_call_counts_kept(app, job_id, calls: int, last_status: int | None) -> None:
+    """The job's counts (kept by the trigger on resume_attempts, whichever path wrote the
+    attempt) equal its attempt log's, and the expected values."""
+    log = attempts_for(app, job_id)
+    kept = job(app, job_id)
+    assert (kept.resume_calls, kept.last_http_status) == (calls, last_status)
+    assert (sum(a.kind == "resume" for a in log), log[-1].http_status) == (calls, last_status)
+
+
 def applied(sandbox):
     return [c for c in resume_calls(sandbox) if c["status"] == 200]
 
@@ -112,6 +121,7 @@ def test_approve_is_delivered_inline_exactly_once(app, client, login_as, sandbox
     [attempt] = attempts_for(app, done.id)
     assert (attempt.kind, attempt.http_status, attempt.result) == ("resume", 200, "ok")
     assert '"resumed"' in attempt.response_body
+    assert_call_counts_kept(app, done.id, 1, 200)  # one statement on PostgreSQL (a CTE)
 
 
 def inbound_secret_not_in(app, page: str) -> bool:
@@ -152,6 +162,7 @@ def test_500_then_recovery_with_every_attempt_recorded(app, client, login_as, sa
     done = job(app, pending.id)
     assert (done.state, done.outcome) == (JobState.SUCCEEDED, "resumed")
     assert [a.http_status for a in attempts_for(app, done.id)] == [500, 500, 200]
+    assert_call_counts_kept(app, done.id, 3, 200)
     assert "Injected failure" in attempts_for(app, done.id)[0].response_body
     assert len(applied(sandbox)) == 1 and len(resume_calls(sandbox)) == 3
     assert client.get(location + "/status").get_json()["outcome"] == "resumed"
@@ -279,6 +290,7 @@ def test_timeout_checks_status_and_does_not_resend_what_was_applied(
     assert len(resume_calls(sandbox)) == 1
     kinds = [(a.kind, a.result) for a in attempts_for(app, done.id)]
     assert kinds == [("resume", "ambiguous"), ("status-check", "status:waiting")]
+    assert_call_counts_kept(app, done.id, 1, 200)  # the status check's answer is the latest
 
 
 def test_unclear_attempt_that_never_arrived_is_sent_again(app, monkeypatch, sandbox, sandbox_round, make_user):
@@ -395,6 +407,7 @@ def test_a_lease_lost_during_the_call_records_only_the_attempt(app, sandbox, san
     assert (kept.state, kept.lease_owner, kept.outcome) == (JobState.PENDING, "w2", None)
     [attempt] = attempts_for(app, job_id)
     assert (attempt.kind, attempt.result, attempt.http_status) == ("resume", "ok", 200)
+    assert_call_counts_kept(app, job_id, 1, 200)  # counted though the lease was lost
     assert count(app, ExecutionEvent, ExecutionEvent.execution_id == execution_id,
                  ExecutionEvent.kind.like("resume_%")) == 0
     assert fetch(app, Execution, execution_id).status is ExecutionStatus.PENDING_REVIEW
