@@ -249,7 +249,7 @@ def review(round_id: int):
 
     The page is built before the claim is committed: after the commit every loaded row
     would be expired and read again (the round, its crew and execution, the user)."""
-    round_ = _found(services.get_round(round_id, output=False), "No such review round.")
+    round_ = _found(services.get_round_for_page(round_id), "No such review round.")
     claimed = round_.state is RoundState.PENDING
     if claimed:
         services.claim_on_open(round_, current_user)
