@@ -111,7 +111,8 @@ class Sandbox:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.sandbox_server", str(self.port)], cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.sandbox_server", str(self.port), str(SANDBOX_STEP_SECONDS)], cwd=ROOT)
         _wait_until(self._up, timeout=20, what="the sandbox")
 
     def _up(self) -> bool:
@@ -353,11 +354,16 @@ def _decide_rounds(url: str, app: Any, count: int, took_ms: dict[int, float] | N
     return rounds, decide
 
 
-# One at a time, each submit meets a quiet server: the sandbox sends the task and crew
-# webhooks of a decision as soon as /resume is answered (AMP sends them after the crew's
-# next task has run, seconds later), and they take the app ~6 ms of CPU; without a
-# pause they overlapped the tail of the submit and the start of the next one.
-ONE_AT_A_TIME_PAUSE = 0.05
+# The sandbox's crews take this long per step (its own default): between /resume and the
+# webhooks that follow it (the task's, the crew's), and before each human-input
+# notification. On AMP the crew runs its next task first: seconds. At 0 (rounds 1-8) the
+# task and crew webhooks of a decision arrived while the submit that caused them was
+# still recording AMP's answer, and their ~6 ms of app CPU (and the sandbox's own, for
+# sending them) landed inside the submit's measured time on the same two cores.
+SANDBOX_STEP_SECONDS = 0.05
+# One at a time, each submit meets a quiet server: the pause outlasts the webhooks of the
+# submit before (two sandbox steps, then the app's work on them).
+ONE_AT_A_TIME_PAUSE = 0.2
 
 
 def case_decide(res: Results, url: str, app: Any, sandbox: Sandbox, scale: Scale) -> None:

@@ -1,6 +1,7 @@
 """The AMP sandbox as its own process for the bench (so its work is not timed with
-the load client's): ``python -m bench.sandbox_server PORT``. Crew tokens are the bench
-crews' (:func:`bench.seed.crew_token`)."""
+the load client's): ``python -m bench.sandbox_server PORT [STEP_SECONDS]``. Crew tokens
+are the bench crews' (:func:`bench.seed.crew_token`); STEP_SECONDS is the time a crew
+takes per step (see bench.run.SANDBOX_STEP_SECONDS; 0 when not given)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from .seed import crew_token
 
 def main() -> None:
     port = int(sys.argv[1])
+    step_seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    sandbox = Sandbox(tokens={name: crew_token(name) for name in EXAMPLE_CREWS}, step_delay=0.0)
+    sandbox = Sandbox(tokens={name: crew_token(name) for name in EXAMPLE_CREWS}, step_delay=step_seconds)
     sandbox.serve("127.0.0.1", port)
     print(f"sandbox on {sandbox.url}", flush=True)
     stop = threading.Event()
