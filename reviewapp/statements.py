@@ -40,6 +40,17 @@ def inline(value: Any, type_: Any = None) -> BindParameter[Any]:
     return bindparam(None, value, type_=type_, literal_execute=True)
 
 
+def run_core(statement: Any, parameters: Any = None) -> Any:
+    """Execute a Core statement (one on tables, not ORM entities) in the session's
+    transaction, on its connection: without the ORM's execute step (its execution state,
+    events and bind lookup), about a fifth of a small statement's CPU. ORM changes still
+    pending are flushed first, as autoflush would before ``Session.execute``. Returns the
+    ``CursorResult``."""
+    session = db.session()
+    session.flush()
+    return session.connection().execute(statement, parameters)
+
+
 def _began(conn: Connection) -> None:
     conn.info[_READ_ONLY] = True
 

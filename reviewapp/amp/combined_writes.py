@@ -52,6 +52,7 @@ from ..models import (
     WebhookDelivery,
     WebhookKind,
 )
+from ..statements import run_core
 
 _EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 _ROUNDS: Table = ReviewRound.__table__  # type: ignore[assignment]
@@ -299,4 +300,4 @@ def insert_new_round(
         params.pop(f"{_ROUND}execution_id", None)
     params.update(delivery.params(), now=now, earlier_entries=earlier_entries, waiting_message=waiting_message,
                   waits=waits, waiting_status=ExecutionStatus.PENDING_REVIEW)
-    return db.session.execute(_new_round_statement(new_execution is not None), params).scalar()
+    return run_core(_new_round_statement(new_execution is not None), params).scalar()

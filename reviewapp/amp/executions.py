@@ -36,6 +36,7 @@ from ..models import (
     output_snippet,
     utcnow,
 )
+from ..statements import run_core
 from . import combined_writes
 from .client import AmpUnauthorized, as_text, client_for
 from .crews import mark_token_broken
@@ -92,7 +93,7 @@ def record_delivery(
     source_ip: str | None = None,
 ) -> None:
     """One ``WebhookDelivery`` row, inserted at once (a plain INSERT, no unit of work)."""
-    db.session.execute(
+    run_core(
         _DELIVERIES.insert(),
         {
             "crew_id": crew.id if crew is not None else None,
@@ -128,7 +129,7 @@ def _insert_ignoring_conflicts(table: Table, values: dict[str, Any]) -> int | No
     """Insert one row unless it collides with a unique key; the new row's id, or None."""
     stmt = _ignoring_insert(db.session.get_bind().dialect.name, table)
     # rowcount is not reliable here (psycopg reports -1); RETURNING says what happened.
-    return db.session.execute(stmt, values).scalar()
+    return run_core(stmt, values).scalar()
 
 
 def _variants(name: str) -> tuple[str, str]:
@@ -392,7 +393,7 @@ class _ExecutionFacts:
     def insert_events(self) -> None:
         if self.events:
             now = _now()
-            db.session.execute(_EVENTS.insert(), [{**event, "created_at": now} for event in self.events])
+            run_core(_EVENTS.insert(), [{**event, "created_at": now} for event in self.events])
             self.events = []
 
 
@@ -426,7 +427,7 @@ def _facts_of(rows: Sequence[Any]) -> _ExecutionFacts | None:
 
 
 def _execution_facts(stmt: Any, params: dict[str, Any]) -> _ExecutionFacts | None:
-    return _facts_of(db.session.execute(stmt, params).all())
+    return _facts_of(run_core(stmt, params).all())
 
 
 @dataclass(frozen=True)
@@ -452,14 +453,14 @@ _CREW_BY_NAME = select(*_CREW_COLUMNS).where(_CREWS.c.name == bindparam("name"))
 
 def crew_named(name: str) -> ReceiverCrew | None:
     """The crew ``name``'s id, name and encrypted inbound secret (None: no such crew)."""
-    row = db.session.execute(_CREW_BY_NAME, {"name": name}).first()
+    row = run_core(_CREW_BY_NAME, {"name": name}).first()
     return ReceiverCrew(*row) if row is not None else None
 
 
 def crew_with_execution(name: str, kickoff_id: str) -> tuple[ReceiverCrew | None, KnownExecution]:
     """The crew ``name`` (id, name and encrypted inbound secret; None if there is no such
     crew) and what reviewapp knows of its execution ``kickoff_id``, in one statement."""
-    rows = db.session.execute(_CREW_WITH_FACTS, {"name": name, "kickoff_id": kickoff_id}).all()
+    rows = run_core(_CREW_WITH_FACTS, {"name": name, "kickoff_id": kickoff_id}).all()
     width = len(_CREW_COLUMNS)
     crew = ReceiverCrew(*rows[0][:width]) if rows else None
     return crew, KnownExecution(kickoff_id, _facts_of([row[width:] for row in rows]))
@@ -684,7 +685,7 @@ def receive_human_input(
     stored, facts = _store_notice(crew.id, facts, notice, source="webhook", place=place if known else None)
     facts.insert_events()
     if _waits_for_review(facts, stored):
-        db.session.execute(_TO_PENDING_REVIEW, {"execution_id": facts.id, "updated_at": _now()})
+        run_core(_TO_PENDING_REVIEW, {"execution_id": facts.id, "updated_at": _now()})
     record_delivery(
         crew,
         WebhookKind.HUMAN_INPUT,
