@@ -4,6 +4,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from reviewapp.models import autogenerate_filter
+
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
 config = context.config
@@ -95,6 +97,8 @@ def run_migrations_online():
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
+            # the models' indexes made on one dialect only (ddl_if) are compared there only
+            include_object=autogenerate_filter(connection.dialect.name),
             **conf_args
         )
 

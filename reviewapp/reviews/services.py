@@ -279,7 +279,7 @@ def _index_lookups_only() -> Iterator[None]:
 
 _QUEUE_INDEX = "ix_review_rounds_queue"  # (state, received_at, id)
 _PENDING_CREW_INDEX = "ix_review_rounds_pending_crew"  # (crew_id, received_at) WHERE pending
-_CARD_INDEX = "ix_review_rounds_pending_card"  # QUEUE_CARD_COLUMNS WHERE pending
+_CARD_INDEX = "ix_review_rounds_pending_card"  # QUEUE_CARD_COLUMNS WHERE pending (SQLite only)
 
 
 def _page_keys(shape: _Shape, *, newest_first: bool, after: bool, limit: int) -> Select:
@@ -319,9 +319,11 @@ def _page_rows(keys: Select, shape: _Shape, *, newest_first: bool, count_cap: in
     the matching rows, up to ``count_cap`` + 1, as a last column: an uncorrelated
     subquery, evaluated once, which saves a round trip.
 
-    The rounds' columns come from ix_review_rounds_pending_card (``INDEXED BY`` on
-    SQLite), never from the row, whose long output SQLite walks to reach a column after
-    it: a deep page of 200 KB outputs ran at 0.7x the first page's speed.
+    On SQLite the rounds' columns come from ix_review_rounds_pending_card (``INDEXED
+    BY``), never from the row, whose long output SQLite walks to reach a column after
+    it: a deep page of 200 KB outputs ran at 0.7x the first page's speed. PostgreSQL
+    reads them from the row (a long output is stored apart): an index holding the claim
+    would make each claim a non-HOT update (see ReviewRound).
 
     Table columns (Core), not ORM attributes: no ORM compile and row-loading steps, which
     cost more than the page's query itself."""
