@@ -83,7 +83,7 @@ def kept_and_recounted(conn) -> tuple[list, list]:
     return [tuple(row) for row in kept], [tuple(row) for row in recounted]
 
 
-def test_migration_backfills_the_counts_and_the_trigger_keeps_them(empty_db_url):
+def test_migration_backfills_the_counts_and_the_trigger_keeps_them(empty_db_url):  # noqa: F811 - fixture
     """Jobs and attempts written before the counts existed get theirs from the attempt
     log; attempts written afterwards are counted by the trigger."""
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_db_url})
