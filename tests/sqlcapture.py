@@ -14,18 +14,18 @@ from reviewapp.extensions import db
 @contextmanager
 def captured_statements(app) -> Iterator[list[str]]:
     """Yields the list the statements sent inside the ``with`` block are appended to."""
-    with captured(app, lambda statement, cursor: statement) as seen:
+    with captured(app, lambda statement, cursor, context: statement) as seen:
         yield seen
 
 
 @contextmanager
 def captured(app, note: Callable[[str, Any], Any]) -> Iterator[list[Any]]:
-    """Yields the list ``note(statement, DBAPI cursor)`` of each statement sent inside
-    the ``with`` block is appended to (just before it is sent)."""
+    """Yields the list ``note(statement, DBAPI cursor, execution context)`` of each
+    statement sent inside the ``with`` block is appended to (just before it is sent)."""
     seen: list[Any] = []
 
     def record(conn, cursor, statement, params, context, executemany):
-        seen.append(note(" ".join(statement.split()), cursor))
+        seen.append(note(" ".join(statement.split()), cursor, context))
 
     with app.app_context():
         engine = db.engine

@@ -37,6 +37,14 @@ def empty_db_url(tmp_path) -> Iterator[str]:
         admin.dispose()
 
 
+def downgrade_and_upgrade(runner, revision: str) -> None:
+    """Back to ``revision`` and up to the head again: what a database at ``revision``
+    meets when it is migrated."""
+    assert runner.invoke(args=["db", "downgrade", revision]).exit_code == 0
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+
+
 def test_upgrade_on_empty_database_matches_models(empty_db_url):
     app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": empty_db_url})
     runner = app.test_cli_runner()

@@ -16,7 +16,7 @@ from reviewapp import create_app
 from reviewapp.extensions import db
 from reviewapp.models import JobState, ResumeJob
 from tests.audit.factories import AuditFactory, at
-from tests.test_migrations import empty_db_url  # noqa: F401 - fixture
+from tests.test_migrations import downgrade_and_upgrade, empty_db_url  # noqa: F401 - fixture
 
 
 @pytest.fixture
@@ -101,9 +101,7 @@ def test_migration_backfills_the_counts_and_the_trigger_keeps_them(empty_db_url)
         jobs = (first.id, second.id)
         db.session.remove()
         db.engine.dispose()
-    assert runner.invoke(args=["db", "downgrade", BEFORE_CALL_COUNTS]).exit_code == 0
-    result = runner.invoke(args=["db", "upgrade"])
-    assert result.exit_code == 0, result.output
+    downgrade_and_upgrade(runner, BEFORE_CALL_COUNTS)
     with app.app_context():
         with db.engine.connect() as conn:
             kept, recounted = kept_and_recounted(conn)

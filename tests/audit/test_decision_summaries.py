@@ -29,7 +29,7 @@ from reviewapp.models import (
     ReviewRound,
 )
 from tests.audit.factories import AuditFactory, at
-from tests.test_migrations import empty_db_url  # noqa: F401 - fixture
+from tests.test_migrations import downgrade_and_upgrade, empty_db_url  # noqa: F401 - fixture
 
 BEFORE_SUMMARIES = "f859759337de"  # the revision before the summaries came
 
@@ -338,9 +338,7 @@ def test_migration_backfills_existing_decisions(empty_db_url):  # noqa: F811 - f
         random_dataset(factory, random.Random(8), decisions=40)
         db.session.remove()
         db.engine.dispose()
-    assert runner.invoke(args=["db", "downgrade", BEFORE_SUMMARIES]).exit_code == 0
-    result = runner.invoke(args=["db", "upgrade"])
-    assert result.exit_code == 0, result.output
+    downgrade_and_upgrade(runner, BEFORE_SUMMARIES)
     with app.app_context():
         derived = db.session.execute(select(Decision.wait_us, Decision.wait_bucket)).all()
         assert all(bucket == wait_bucket(wait) for wait, bucket in derived) and len(derived) == 40

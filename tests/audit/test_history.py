@@ -264,7 +264,7 @@ def planner_modes(app):
     SQLAlchemy sends inside the ``with`` block."""
     from tests.sqlcapture import captured
 
-    def mode(statement, cursor):
+    def mode(statement, cursor, context):
         if not is_postgres():
             return statement, None
         return statement, cursor.connection.execute("SELECT current_setting('plan_cache_mode')").fetchone()[0]

@@ -491,7 +491,7 @@ def test_a_decision_reads_no_column_it_does_not_use(app, client, login_as, sandb
     login_as("reviewer")
     client.get(f"/rounds/{rid}")
     me = threading.get_ident()
-    with captured(app, lambda statement, cursor: (threading.get_ident(), statement)) as seen:
+    with captured(app, lambda statement, cursor, context: (threading.get_ident(), statement)) as seen:
         assert client.post(f"/rounds/{rid}/decide", data={"feedback": "Great work.", **APPROVE}).status_code == 302
     mine = [statement for thread, statement in seen if thread == me]
     [read] = [s for s in mine if s.startswith("SELECT") and "FROM review_rounds" in s.split(" WHERE ")[0]]

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import event
 
 from reviewapp import create_app
 from reviewapp.extensions import db
 from reviewapp.models import ReviewRound
 from reviewapp.reviews import services
-from tests.sqlcapture import captured_statements
+from tests.sqlcapture import captured, captured_statements
 
 # A text column read on its own (an attribute left unloaded, loaded when the template reads it).
 LAZY_TEXT_READ = re.compile(r"SELECT (review_rounds|executions)\.(description|expected_output|meta|inputs)\b")
@@ -28,22 +25,11 @@ PAGE_READS = {
 }
 
 
-@contextmanager
-def compiled_cache_hits(app) -> Iterator[list[tuple[str, bool]]]:
+def compiled_cache_hits(app):
     """Yields the list of (statement, whether its compiled form came from the engine's
     cache) of each statement sent inside the ``with`` block."""
-    seen: list[tuple[str, bool]] = []
-
-    def record(conn, cursor, statement, params, context, executemany):
-        seen.append((" ".join(statement.split()), context.cache_hit == context.dialect.CACHE_HIT))
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "after_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "after_cursor_execute", record)
+    return captured(app, lambda statement, cursor, context: (
+        statement, context.cache_hit == context.dialect.CACHE_HIT))
 
 
 def _two_rounds(app, make_round) -> int:
