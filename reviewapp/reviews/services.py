@@ -461,19 +461,35 @@ def claim_status(round_: ReviewRound, user: User, *, now: datetime | None = None
 def claim_round(round_: ReviewRound, user: User, *, now: datetime | None = None) -> ClaimStatus:
     """Claim (or extend the claim on) a pending round, unless someone else holds it."""
     now = now or utcnow()
-    stmt = (
+    _took_claim(round_, db.session.execute(_claim_statement(round_.id, user.id, now)).first())
+    return claim_status(round_, user, now=now)
+
+
+def _claim_statement(round_id: int, user_id: int, now: datetime) -> Any:
+    """The conditional claim: pending, and free, expired or the user's own already."""
+    return (
         update(ReviewRound)
-        .where(
-            ReviewRound.id == round_.id,
-            ReviewRound.state == RoundState.PENDING,
-            _claimable_by(user.id, now),
-        )
-        .values(claimed_by_id=user.id, claim_expires_at=now + _claim_duration())
+        .where(ReviewRound.id == round_id, ReviewRound.state == RoundState.PENDING, _claimable_by(user_id, now))
+        .values(claimed_by_id=user_id, claim_expires_at=now + _claim_duration())
+        .returning(ReviewRound.claimed_by_id, ReviewRound.claim_expires_at)
         .execution_options(synchronize_session=False)
     )
-    db.session.execute(stmt)
-    db.session.refresh(round_)
-    return claim_status(round_, user, now=now)
+
+
+_CLAIM_ATTRIBUTES = ("claimed_by_id", "claim_expires_at")
+
+
+def _took_claim(round_: ReviewRound, claimed: Any) -> None:
+    """Bring ``round_``'s claim up to date after the conditional claim UPDATE: its
+    RETURNING row when it matched, else the claim and state as they are now (someone
+    else holds it, or it was decided). Not a whole-row refresh: that read the round's
+    output again (up to megabytes) on every claim."""
+    if claimed is None:
+        db.session.refresh(round_, [*_CLAIM_ATTRIBUTES, "state"])
+    else:
+        for name, value in zip(_CLAIM_ATTRIBUTES, claimed, strict=True):
+            set_committed_value(round_, name, value)
+    db.session.expire(round_, ["claimed_by"])  # the holder, loaded on access
 
 
 def claim_on_open(round_: ReviewRound, user: User, *, now: datetime | None = None) -> ClaimStatus:
@@ -604,17 +620,25 @@ def output_starts(round_ids: list[int], chars: int) -> dict[int, str]:
     return {round_id: start or "" for round_id, start in db.session.execute(stmt)}
 
 
+def round_output(round_id: int) -> str:
+    """A round's output on its own (the review page reads it only when its rendering
+    cache lacks it); empty if the round is gone."""
+    return db.session.scalar(select(ReviewRound.output).where(ReviewRound.id == round_id)) or ""
+
+
 def warm_up_review_page() -> None:
     """Send the review page's reads once, for a round that does not exist, so that this
     process has compiled their SQL before a reviewer's first view needs it: SQLAlchemy
     compiles a statement at its first run in a process and keeps it, and these (loader
     options, joined eager loads) made a worker's first review page cost ~60M instructions
-    more than the next ones (230M against 160M, callgrind, SQLite).
-    Reads only; the caller rolls back."""
+    more than the next ones (230M against 160M, callgrind, SQLite). The claim's UPDATE
+    matches no row; the caller rolls back."""
     nowhere = ReviewRound(id=0, execution_id=0, task_id="", round_number=0)
     get_round_for_page(0)
     earlier_rounds(nowhere)
     output_starts([0], 1)
+    round_output(0)
+    db.session.execute(_claim_statement(0, 0, utcnow()))  # the first view's claim: matches no row
 
 
 def round_name(round_: ReviewRound) -> str:
