@@ -70,9 +70,10 @@ def _compile_templates(app: Flask) -> None:
 
 
 def _warm_up_statements(app: Flask) -> None:
-    """Run the review page's reads once, on no row, so that SQLAlchemy has compiled them
-    at start and not inside the first review page each worker serves (~60M instructions
-    of its ~230M; see reviews.services.warm_up_review_page). Skipped while there is no
+    """Run the review page's statements once, on no row (its reads, and the claim's
+    UPDATE, which matches nothing and is rolled back), so that SQLAlchemy has compiled
+    them at start and not inside the first review page each worker serves (~60M
+    instructions of its ~230M; see reviews.services.warm_up_review_page). Skipped while there is no
     database (a SQLite file not created yet: connecting would create it; tables not
     migrated yet): the app starts all the same. The pool is emptied afterwards, so a
     server that forks after loading the app (gunicorn --preload) shares no connection
