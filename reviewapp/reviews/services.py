@@ -25,6 +25,7 @@ from sqlalchemy import (
     bindparam,
     case,
     func,
+    inspect,
     or_,
     select,
     tuple_,
@@ -556,44 +557,44 @@ def review_next(
 # --------------------------------------------------------------------------- review page
 
 
-# What deciding never reads: a round's texts and an execution's results and payloads
-# (up to megabytes each; read only should a page need them after all).
-_UNREAD_BY_DECIDING = (
-    *(defer(column) for column in (ReviewRound.output, ReviewRound.description, ReviewRound.expected_output,
-                                   ReviewRound.meta)),
-    joinedload(ReviewRound.execution).options(
-        *(defer(column) for column in (Execution.result, Execution.error, Execution.last_status_raw,
-                                       Execution.token_usage, Execution.inputs, Execution.meta))
-    ),
-)
+# An execution's results and payloads, and a round's texts (up to megabytes each).
+_EXECUTION_RESULTS = (Execution.result, Execution.error, Execution.last_status_raw, Execution.token_usage)
+_ROUND_TEXTS = (ReviewRound.description, ReviewRound.expected_output, ReviewRound.meta)
 
 
-# What the review page never reads: an execution's results and payloads. The round's
-# output it reads only when this process has not shown it yet (rendering.shown_output);
+def _with_execution_and_crew(unread_round: tuple[Any, ...] = (), unread_execution: tuple[Any, ...] = ()
+                             ) -> tuple[Any, ...]:
+    """Loader options: the round's execution and crew in the round's statement, the
+    columns named left out (each still loads when read)."""
+    return (
+        joinedload(ReviewRound.execution).options(*(defer(column) for column in unread_execution)),
+        joinedload(ReviewRound.crew),
+        *(defer(column) for column in unread_round),
+    )
+
+
+# What deciding never reads: a round's texts, an execution's results and payloads.
+_UNREAD_BY_DECIDING = _with_execution_and_crew(
+    (ReviewRound.output, *_ROUND_TEXTS), (*_EXECUTION_RESULTS, Execution.inputs, Execution.meta))
+# What the review page never reads: an execution's results. The round's output it reads
+# only when this process has not shown it yet (rendering.shown_output, round_output);
 # the texts it always shows (task description, expected output, meta, the execution's
 # inputs and meta) come with the round: each read on its own was a statement more (a
 # round trip, and an ORM load of ~0.5 ms) on every view.
-_UNREAD_BY_REVIEW_PAGE = (
-    defer(ReviewRound.output),
-    joinedload(ReviewRound.execution).options(
-        *(defer(column) for column in (Execution.result, Execution.error, Execution.last_status_raw,
-                                       Execution.token_usage))
-    ),
-)
+_UNREAD_BY_REVIEW_PAGE = _with_execution_and_crew((ReviewRound.output,), _EXECUTION_RESULTS)
 
 
 def get_round(round_id: int, *, output: bool = True) -> ReviewRound | None:
     """The round with its execution and crew; ``output=False``: without the columns
     deciding does not read (``round.output`` and the others still load when read)."""
-    options = [joinedload(ReviewRound.execution), joinedload(ReviewRound.crew)]
-    return db.session.get(ReviewRound, round_id, options=options if output else [*options, *_UNREAD_BY_DECIDING])
+    return db.session.get(ReviewRound, round_id,
+                          options=_with_execution_and_crew() if output else _UNREAD_BY_DECIDING)
 
 
 def get_round_for_page(round_id: int) -> ReviewRound | None:
     """The round as the review page reads it, in one statement: with its execution and
     crew, without its output and the execution's results (both still load when read)."""
-    options = [joinedload(ReviewRound.execution), joinedload(ReviewRound.crew), *_UNREAD_BY_REVIEW_PAGE]
-    return db.session.get(ReviewRound, round_id, options=options)
+    return db.session.get(ReviewRound, round_id, options=_UNREAD_BY_REVIEW_PAGE)
 
 
 def earlier_rounds(round_: ReviewRound) -> list[ReviewRound]:
@@ -620,10 +621,18 @@ def output_starts(round_ids: list[int], chars: int) -> dict[int, str]:
     return {round_id: start or "" for round_id, start in db.session.execute(stmt)}
 
 
-def round_output(round_id: int) -> str:
-    """A round's output on its own (the review page reads it only when its rendering
-    cache lacks it); empty if the round is gone."""
-    return db.session.scalar(select(ReviewRound.output).where(ReviewRound.id == round_id)) or ""
+_OUTPUT_OF = select(ReviewRound.output).where(ReviewRound.id == bindparam("round_id"))
+
+
+def round_output(round_: ReviewRound) -> str:
+    """The round's output (empty if the round is gone). Read on its own when the round
+    came without it, in a statement the start-up warm-up compiles, and kept on the round,
+    so a later ``round_.output`` (the diff) reads nothing more."""
+    if "output" not in inspect(round_).unloaded:
+        return round_.output
+    output = db.session.scalar(_OUTPUT_OF, {"round_id": round_.id}) or ""
+    set_committed_value(round_, "output", output)
+    return output
 
 
 def warm_up_review_page() -> None:
@@ -637,7 +646,7 @@ def warm_up_review_page() -> None:
     get_round_for_page(0)
     earlier_rounds(nowhere)
     output_starts([0], 1)
-    round_output(0)
+    round_output(nowhere)
     db.session.execute(_claim_statement(0, 0, utcnow()))  # the first view's claim: matches no row
 
 

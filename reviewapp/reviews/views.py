@@ -182,7 +182,7 @@ def _output_view(round_: ReviewRound) -> tuple[str, rendering.ShownOutput]:
     The round may come without its output: it is read only if the cache lacks it."""
     wanted = request.args.get("view", "")
     render = False if wanted == "raw" else True if wanted == "rendered" else None
-    shown = rendering.shown_output((round_.id, round_.output_sha256), lambda: services.round_output(round_.id),
+    shown = rendering.shown_output((round_.id, round_.output_sha256), lambda: services.round_output(round_),
                                    render=render)
     return ("rendered" if shown.html is not None and wanted != "raw" else "raw"), shown
 

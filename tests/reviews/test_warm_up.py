@@ -118,3 +118,17 @@ def test_a_claim_does_not_read_the_round_again(app, client, login_as, make_round
     with app.app_context():
         claimed = db.session.get(ReviewRound, round_id)
         assert claimed.claimed_by is not None and claimed.claim_expires_at is not None
+
+
+def test_the_output_is_read_once_when_the_diff_needs_it_too(app, client, login_as, make_round):
+    """The page reads this round's output for its own view and again for the diff against
+    the earlier round (small outputs): one statement for it (the diff reads what the first
+    read kept), and one for the earlier round's."""
+    round_id = _two_rounds(app, make_round)
+    login_as("reviewer")
+    with captured(app, lambda statement, cursor, context: (statement, context.compiled_parameters)) as seen:
+        page = client.get(f"/rounds/{round_id}").get_data(as_text=True)
+    assert "Better." in page and "Draft." in page  # both outputs made it into the page (view and diff)
+    read_of = [str(parameters) for statement, parameters in seen
+               if statement.startswith("SELECT") and OUTPUT_COLUMN.search(statement)]
+    assert len(read_of) == 2 and len(set(read_of)) == 2, read_of  # this round's, and the earlier one's
