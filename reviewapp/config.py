@@ -16,7 +16,7 @@ INSECURE_SECRET = "dev-insecure-secret-key"  # noqa: S105 - a marker the startup
 DEFAULTS: dict[str, Any] = {
     "SECRET_KEY": INSECURE_SECRET,
     "SQLALCHEMY_DATABASE_URI": None,  # filled from the instance folder when unset
-    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    "SQLALCHEMY_ENGINE_OPTIONS": {},  # see engine_options
     "PUBLIC_URL": "http://127.0.0.1:5000",
     # Request bodies (forms, webhooks) above this are refused with 413.
     "MAX_CONTENT_LENGTH": 4 * 1024 * 1024,
@@ -183,7 +183,10 @@ def derive_settings(config: dict[str, Any] | Any) -> None:
 
 
 def engine_options(database_uri: str, configured: dict[str, Any]) -> dict[str, Any]:
-    """The engine options for ``database_uri``: ``configured`` plus, on PostgreSQL,
+    """The engine options for ``database_uri``: ``configured`` plus, on a database
+    server, a ping of each connection as the pool hands it out (``pool_pre_ping``: one
+    dropped by a server restart is replaced, not failed on; a SQLite file has no
+    connection to lose, and the ping was a statement on every request), and on PostgreSQL
 
     - sessions in UTC (``TimeZone``, a startup parameter: no round trip). The driver
       then returns times in ``datetime.UTC``, which UtcDateTime passes through as they
@@ -195,6 +198,8 @@ def engine_options(database_uri: str, configured: dict[str, Any]) -> dict[str, A
       five decisions.
     Settings given in ``configured`` win."""
     options = dict(configured)
+    if not database_uri.startswith("sqlite"):
+        options.setdefault("pool_pre_ping", True)
     if database_uri.startswith("postgresql"):
         options.setdefault("pool_use_lifo", True)
         connect_args = dict(options.get("connect_args") or {})

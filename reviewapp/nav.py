@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from flask import Flask, current_app, request, url_for
 from flask_login import current_user
@@ -30,7 +31,10 @@ class NavItem:
         )
 
 
-NAV = (
+MAIN = "main"
+AUDIT = "audit"
+MENUS: dict[str, tuple[NavItem, ...]] = {}
+NAV = MENUS[MAIN] = (
     NavItem("reviews.queue", "Queue", ("reviews.queue", "reviews.review", "reviews.decision")),
     NavItem("reviews.jobs", "Deliveries", ("reviews.jobs",)),
     NavItem(
@@ -39,6 +43,12 @@ NAV = (
     NavItem("audit.metrics", "Metrics", ("audit.metrics",)),
     NavItem("crews.index", "Crews", ("crews.",)),
     NavItem("admin.users", "Accounts", ("admin.",)),
+)
+# The tabs of the audit pages (history, account events, metrics).
+MENUS[AUDIT] = (
+    NavItem("audit.history", "Decisions", ("audit.history",)),
+    NavItem("audit.events", "Account events", ("audit.events",)),
+    NavItem("audit.metrics", "Metrics", ("audit.metrics",)),
 )
 
 
@@ -52,25 +62,27 @@ class NavLink:
         return self.item.label
 
 
-def _visible_links() -> tuple[NavLink, ...]:
-    """The links the current user's role may open, built once per app, role and mount
-    point: which endpoints a role may open is fixed once the app is set up (access.py
-    reads it from the view functions), and the user's role is read on every request."""
-    cache: dict[tuple[object, str], tuple[NavLink, ...]] = current_app.extensions.setdefault(
+def _visible_links(menu: str) -> tuple[NavLink, ...]:
+    """The links of ``menu`` the current user's role may open, built once per app, menu,
+    role and mount point: which endpoints a role may open is fixed once the app is set
+    up (access.py reads it from the view functions), and the user's role is read on
+    every request."""
+    cache: dict[tuple[object, ...], tuple[NavLink, ...]] = current_app.extensions.setdefault(
         "reviewapp.nav", {}
     )
-    key = (getattr(current_user, "role", None), request.script_root)
+    key = (menu, getattr(current_user, "role", None), request.script_root)
     links = cache.get(key)
     if links is None:
-        links = tuple(NavLink(item, url_for(item.endpoint)) for item in NAV if can_open(item.endpoint))
+        links = tuple(NavLink(item, url_for(item.endpoint)) for item in MENUS[menu] if can_open(item.endpoint))
         cache[key] = links
     return links
 
 
-def nav_items() -> list[tuple[NavLink, bool]]:
-    """The links the current user may open, each with whether it is the current page."""
+def nav_items(menu: str = MAIN) -> list[tuple[NavLink, bool]]:
+    """The links of ``menu`` (the main navigation unless named) the current user may
+    open, each with whether it is the current page."""
     endpoint = request.endpoint
-    return [(link, link.item.is_current(endpoint)) for link in _visible_links()]
+    return [(link, link.item.is_current(endpoint)) for link in _visible_links(menu)]
 
 
 _SENTINEL = 987_654_321_012
@@ -133,7 +145,22 @@ def _template_fixed_url(context: Context, endpoint: str, **values: Any) -> str:
                    lambda: url_for(endpoint, **values))
 
 
+URL_SAFE = "!$'()*,/:;?@"  # left as they are in a query, as url_for (werkzeug) leaves them
+
+
+@pass_context
+def _template_url_with_args(context: Context, endpoint: str, args: dict[str, Any], **more: Any) -> str:
+    """``url_for(endpoint, **args, **more)`` for an endpoint whose URL takes no values:
+    its fixed URL and the arguments as the query string (a list page's links keep its
+    filters; each ``url_for`` routes through the map again, a page has up to five)."""
+    base: str = _template_fixed_url(context, endpoint)
+    query = urlencode([(name, value) for name, value in {**more, **args}.items() if value is not None],
+                      safe=URL_SAFE)
+    return f"{base}?{query}" if query else base
+
+
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["nav_items"] = nav_items
     app.jinja_env.globals["url_prefix"] = _template_url_prefix
     app.jinja_env.globals["fixed_url"] = _template_fixed_url
+    app.jinja_env.globals["url_with_args"] = _template_url_with_args

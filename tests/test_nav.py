@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from markupsafe import escape
 
 from reviewapp.nav import url_prefix
 from tests.conftest import AuthActions
@@ -64,3 +65,42 @@ def test_fixed_urls_are_built_once_per_mount_point(app):
         assert fixed_url("audit.history") == "/sub/audit/history"
         page = app.jinja_env.from_string("{{ fixed_url('reviews.queue') }}|{{ url_prefix('reviews.review', 'round_id') }}")
         assert page.render() == "/sub/|/sub/rounds/"
+
+
+@pytest.mark.parametrize("args, more", [
+    ({}, {}),
+    ({"decision": "approve", "q": "two words & <more>", "crew": "3"}, {}),
+    ({"q": "ünïcode/slash?:@!$'()*,;", "reviewer": None}, {"after": "1740992820000000.3"}),
+    ({"from": "2025-01-01"}, {"before": "17.2"}),
+])
+def test_links_with_arguments_are_what_url_for_builds(app, args, more):
+    """``url_with_args`` (fixed URL + query string) must write what ``url_for`` writes:
+    same order, same escaping, None left out, the mount point kept."""
+    from flask import url_for
+
+    template = app.jinja_env.from_string("{{ url_with_args(endpoint, args, **more) }}")
+    for base_url in ("http://localhost/", "http://localhost/sub"):
+        with app.test_request_context("/", base_url=base_url):
+            for endpoint in ("audit.history", "audit.export_csv"):
+                expected = url_for(endpoint, **more, **{k: v for k, v in args.items() if v is not None})
+                assert template.render(endpoint=endpoint, args=args, more=more) == str(escape(expected))
+
+
+def audit_tabs(page: str) -> list[str]:
+    tabs = re.search(r'<nav class="audit-tabs" aria-label="Audit">(.*?)</nav>', page, re.S)
+    assert tabs is not None
+    return re.findall(r"<a [^>]*>([^<]+)</a>", tabs.group(1))
+
+
+def test_audit_tabs_follow_the_role_and_mark_the_current_page(app, make_user):
+    make_user("rita-tabs", "reviewer")
+    make_user("lena-tabs", "lead")
+    reviewer, lead = app.test_client(), app.test_client()
+    assert AuthActions(reviewer).login("rita-tabs").status_code == 302
+    assert AuthActions(lead).login("lena-tabs").status_code == 302
+    assert audit_tabs(reviewer.get("/audit/history").get_data(as_text=True)) == ["Decisions"]
+    for path, current in (("/audit/history", "Decisions"), ("/audit/events", "Account events"),
+                          ("/audit/metrics", "Metrics")):
+        page = lead.get(path).get_data(as_text=True)
+        assert audit_tabs(page) == ["Decisions", "Account events", "Metrics"]
+        assert re.findall(r'aria-current="page">([^<]+)</a>', page.split('class="audit-tabs"')[1].split("</nav>")[0]) == [current]

@@ -65,4 +65,10 @@ def test_postgresql_engines_get_utc_sessions_and_a_lifo_pool_unless_configured_o
     options = engine_options("postgresql+psycopg://db/app", {"pool_pre_ping": True})
     assert options == {"pool_pre_ping": True, "pool_use_lifo": True, "connect_args": {"options": "-c TimeZone=UTC"}}
     mine = engine_options("postgresql://db/app", {"pool_use_lifo": False, "connect_args": {"options": "-c x=y"}})
-    assert mine == {"pool_use_lifo": False, "connect_args": {"options": "-c x=y"}}
+    assert mine == {"pool_pre_ping": True, "pool_use_lifo": False, "connect_args": {"options": "-c x=y"}}
+
+
+def test_connections_to_a_server_are_pinged_and_sqlite_files_are_not():
+    assert engine_options("sqlite:///x.sqlite3", {}) == {}
+    assert engine_options("postgresql+psycopg://db/app", {})["pool_pre_ping"] is True
+    assert engine_options("postgresql+psycopg://db/app", {"pool_pre_ping": False})["pool_pre_ping"] is False

@@ -64,13 +64,11 @@ class HistoryRow(NamedTuple):
     feedback: str
     reviewer: str
     crew: str
-    round_id: int
     execution_id: int
     kickoff_id: str
     kickoff_short: str  # its first KICKOFF_SHORT_CHARS characters
     task_id: str
     round_number: int
-    received_at: datetime
     job_state: JobState | None
     job_outcome: str | None
     attempts: int | None
@@ -142,13 +140,11 @@ def _statement(shape: _Shape) -> Select:
             decisions.feedback,
             _USER_TABLE.c.username.label("reviewer"),
             _CREW_TABLE.c.name.label("crew"),
-            rounds.id.label("round_id"),
             rounds.execution_id,
             _EXECUTIONS.c.kickoff_id,
             func.substr(_EXECUTIONS.c.kickoff_id, inline(1), inline(KICKOFF_SHORT_CHARS)).label("kickoff_short"),
             rounds.task_id,
             rounds.round_number,
-            rounds.received_at,
             _JOBS.c.state.label("job_state"),
             _JOBS.c.outcome.label("job_outcome"),
             _JOBS.c.resume_calls.label("attempts"),  # None without a job (the outer join)

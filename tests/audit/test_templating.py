@@ -107,3 +107,27 @@ def test_times_are_written_as_isoformat_would_write_them():
         iso = value.isoformat()
         assert utc_seconds(value) == value.isoformat(" ", "seconds")[:19]
         assert when(value) == f'<time datetime="{iso}">{iso[:10]} {iso[11:19]}</time>'
+
+
+def test_select_options_escape_and_mark_the_chosen_value():
+    from reviewapp.audit.templating import select_options
+
+    options = [(1, HOSTILE), (12, "twelve"), ("a&b", "ab")]
+    assert select_options(options, 12) == (
+        f'<option value="1">{ESCAPED}</option><option value="12" selected>twelve</option>'
+        '<option value="a&amp;b">ab</option>'
+    )
+    assert ' selected' not in select_options(options, None)
+    assert select_options(options, "a&b").count(" selected") == 1
+    assert select_options([], 1) == ""
+
+
+def test_history_filter_form_escapes_crew_names_and_keeps_the_choice(client, login_as, factory):
+    decision = factory.decided(crew="research", reviewer="rita")
+    factory.commit()
+    login_as("lead")
+    crew_id = decision.round.crew_id
+    page = client.get(f"/audit/history?crew={crew_id}&decision=approve").get_data(as_text=True)
+    assert f'<option value="{crew_id}" selected>research</option>' in page
+    assert '<option value="approve" selected>approve</option>' in page
+    assert '<select id="f-reviewer" name="reviewer">' in page
