@@ -11,7 +11,7 @@ shows within the interval. ``FILTER_LISTS_SECONDS = 0`` reads them on every view
 from __future__ import annotations
 
 import time
-from itertools import chain
+from itertools import chain, count
 from typing import Any, NamedTuple
 
 from flask import current_app, has_app_context
@@ -36,11 +36,15 @@ _CREWS_AND_USERS = select(_KINDS).order_by(_KINDS.c.kind, _KINDS.c.name)
 class FilterLists(NamedTuple):
     crews: list[tuple[int, str]]  # (id, name) by name
     users: list[tuple[int, str]]  # (id, username) by username
+    version: int  # a new number each time the lists are read (markup built from them is keyed on it)
+
+
+_VERSIONS = count(1)
 
 
 def _read() -> FilterLists:
     """Both lists in one statement (a lead's history page shows both)."""
-    lists = FilterLists([], [])
+    lists = FilterLists([], [], next(_VERSIONS))
     for kind, row_id, name in db.session.execute(_CREWS_AND_USERS):
         (lists.crews if kind == "crew" else lists.users).append((row_id, name))
     return lists

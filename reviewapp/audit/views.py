@@ -11,15 +11,17 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from flask_login import current_user
+from markupsafe import Markup
 
 from ..access import blueprint_requires, opens_below_blueprint
 from ..errors import abort_with
 from ..extensions import db
+from ..fragments import cached_fragment
 from ..models import Role, utcnow
 from .dashboard import build_dashboard
 from .events import events_page
 from .export import csv_stream, jsonl_stream
-from .filter_lists import crew_and_reviewer_choices, crew_choices
+from .filter_lists import crew_choices, filter_lists
 from .filters import (
     DECISIONS,
     OUTCOMES,
@@ -77,21 +79,38 @@ def _listing(template: str, fetch: Callable[..., Any], filters: Any, **context: 
     )
 
 
+HISTORY_FORM = "audit/_history_form.html"
+
+
+def _history_form(filters: HistoryFilters) -> Markup:
+    """The history page's heading, tabs and filter form: they depend on the filters, the
+    user's role (tabs, the reviewer filter, exports), the mount point and the crew and
+    reviewer lists, and on nothing else, so each combination is rendered once."""
+    lists, role = filter_lists(), current_user.role
+    is_lead = role.allows(Role.LEAD)
+
+    def render() -> str:
+        return render_template(
+            HISTORY_FORM,
+            filters=filters,
+            link_args=filters.as_args(),
+            crews=lists.crews,
+            reviewers=lists.users if is_lead else [],
+            decisions=[(value, value) for value in DECISIONS],
+            outcomes=[(value, value) for value in OUTCOMES],
+            is_lead=is_lead,
+        )
+
+    return cached_fragment((HISTORY_FORM, role, request.script_root, filters, lists.version), render)
+
+
 @bp.route("/history")
 @opens_below_blueprint(Role.REVIEWER)
 def history():
-    crews, reviewers = crew_and_reviewer_choices() if _is_lead() else (crew_choices(), [])
+    filters = _history_filters()
     try:
-        return _listing(
-            "audit/history.html",
-            history_page,
-            _history_filters(),
-            crews=crews,
-            reviewers=reviewers,
-            decisions=[(value, value) for value in DECISIONS],
-            outcomes=[(value, value) for value in OUTCOMES],
-            is_lead=_is_lead(),
-        )
+        return _listing("audit/history.html", history_page, filters, heading_and_form=_history_form(filters),
+                        is_lead=_is_lead())
     except SearchTooBroad as exc:
         abort_with(400, str(exc))
         raise  # pragma: no cover - abort_with raises
