@@ -11,8 +11,9 @@ starts over.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import Any
 
-from flask import current_app
+from flask import current_app, render_template, request
 from markupsafe import Markup
 
 FRAGMENTS_KEPT = 512  # keys held per app before the store starts over (a piece is a few KB)
@@ -29,3 +30,9 @@ def cached_fragment(key: Hashable, render: Callable[[], str]) -> Markup:
             store.clear()
         html = store[key] = Markup(render())  # noqa: S704 - a rendered (autoescaped) template
     return html
+
+
+def cached_partial(template: str, key: tuple[Hashable, ...], context: Callable[[], dict[str, Any]]) -> Markup:
+    """``render_template(template, **context())``, once per template, mount point (the
+    links in it) and ``key``, which must hold every value ``context`` builds on."""
+    return cached_fragment((template, request.script_root, *key), lambda: render_template(template, **context()))

@@ -16,7 +16,7 @@ from markupsafe import Markup
 from ..access import blueprint_requires, opens_below_blueprint
 from ..errors import abort_with
 from ..extensions import db
-from ..fragments import cached_fragment
+from ..fragments import cached_partial
 from ..models import Role, utcnow
 from .dashboard import build_dashboard
 from .events import events_page
@@ -88,20 +88,15 @@ def _history_form(filters: HistoryFilters) -> Markup:
     reviewer lists, and on nothing else, so each combination is rendered once."""
     lists, role = filter_lists(), current_user.role
     is_lead = role.allows(Role.LEAD)
-
-    def render() -> str:
-        return render_template(
-            HISTORY_FORM,
-            filters=filters,
-            link_args=filters.as_args(),
-            crews=lists.crews,
-            reviewers=lists.users if is_lead else [],
-            decisions=[(value, value) for value in DECISIONS],
-            outcomes=[(value, value) for value in OUTCOMES],
-            is_lead=is_lead,
-        )
-
-    return cached_fragment((HISTORY_FORM, role, request.script_root, filters, lists.version), render)
+    return cached_partial(HISTORY_FORM, (role, filters, lists.version), lambda: {
+        "filters": filters,
+        "link_args": filters.as_args(),
+        "crews": lists.crews,
+        "reviewers": lists.users if is_lead else [],
+        "decisions": [(value, value) for value in DECISIONS],
+        "outcomes": [(value, value) for value in OUTCOMES],
+        "is_lead": is_lead,
+    })
 
 
 @bp.route("/history")

@@ -21,15 +21,17 @@ from flask import (
     url_for,
 )
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy.exc import IntegrityError
 
 from ..access import requires
-from ..audit.filter_lists import crew_choices
+from ..audit.filter_lists import filter_lists
 from ..audit.pagination import Cursor, CursorError
 from ..audit.templating import utc_seconds
 from ..auth.forms import EmptyForm
 from ..errors import abort_with
 from ..extensions import db
+from ..fragments import cached_partial
 from ..models import Decision, ResumeJob, ReviewRound, Role, RoundState, utcnow
 from . import delivery, rendering, services
 from .forms import DecisionForm
@@ -131,16 +133,28 @@ def queue():
             abort_with(400, str(exc))
     now = utcnow()
     page = services.list_queue(filters, after=after, now=now)
+    filter_args = filters.as_args()
     return render_template(
         "reviews/queue.html",
         page=page,
         now=now,
         filters=filters,
-        filter_args=filters.as_args(),
-        crews=crew_choices(),
-        ages=services.AGE_WINDOWS,
+        filter_args=filter_args,
+        filter_form=_queue_filter_form(filters, filter_args),
         first_page=after is None,
     )
+
+
+QUEUE_FILTERS = "reviews/_queue_filters.html"
+
+
+def _queue_filter_form(filters: services.QueueFilters, filter_args: dict[str, str]) -> Markup:
+    """The queue's filter form, rendered once per filters, mount point and crew list:
+    it shows nothing else (the Review-next form, with its CSRF token, is outside it)."""
+    lists = filter_lists()
+    return cached_partial(QUEUE_FILTERS, (filters, lists.version), lambda: {
+        "filters": filters, "filter_args": filter_args, "crews": lists.crews, "ages": services.AGE_WINDOWS,
+    })
 
 
 @bp.route("/next", methods=["POST"])

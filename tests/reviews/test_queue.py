@@ -451,3 +451,39 @@ def test_a_lead_past_the_cap_is_pointed_to_the_exact_depth(client, login_as, mak
     login_as("lead")
     page = client.get("/").get_data(as_text=True)
     assert 'has the exact queue depth' in page and 'href="/audit/metrics"' in page
+
+
+def crew_options(page: str) -> list[tuple[str, bool]]:
+    select = re.search(r'<select id="f-crew" name="crew">(.*?)</select>', page, re.S)
+    assert select is not None
+    return [(name, bool(chosen)) for chosen, name in re.findall(r"<option value=\"\d+\" (selected)?>([^<]*)</option>",
+                                                                select.group(1))]
+
+
+def test_the_filter_form_is_rendered_once_per_filters_and_crew_list(app, client, login_as, make_round, make_crew):
+    """The form is kept (reviewapp/fragments.py): the same filters reuse it, other
+    filters get their own, a new crew shows at once, and the Review-next form's CSRF
+    token stays outside it (each session has its own)."""
+    from flask import template_rendered
+
+    from reviewapp.reviews.views import QUEUE_FILTERS
+
+    make_round(crew="research")
+    login_as("reviewer")
+    rendered = []
+
+    def note(sender, template, context, **extra):
+        rendered.append(template.name)
+
+    with template_rendered.connected_to(note, app):
+        first, again = client.get("/").get_data(as_text=True), client.get("/").get_data(as_text=True)
+        assert rendered.count(QUEUE_FILTERS) == 1
+        travel = make_crew("travel")
+        chosen = client.get(f"/?crew={travel}").get_data(as_text=True)
+        assert rendered.count(QUEUE_FILTERS) == 2
+    assert first == again
+    assert crew_options(first) == [("research", False)]
+    assert crew_options(chosen) == [("research", False), ("travel", True)]
+    form = re.search(r'<form method="get".*?</form>', chosen, re.S)
+    assert form is not None and "csrf_token" not in form.group(0)
+    assert re.search(r'id="review-next-form">\s*<input type="hidden" name="csrf_token" value="[^"]+">', chosen)
