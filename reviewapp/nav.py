@@ -31,25 +31,25 @@ class NavItem:
         )
 
 
-MAIN = "main"
-AUDIT = "audit"
-MENUS: dict[str, tuple[NavItem, ...]] = {}
-NAV = MENUS[MAIN] = (
-    NavItem("reviews.queue", "Queue", ("reviews.queue", "reviews.review", "reviews.decision")),
-    NavItem("reviews.jobs", "Deliveries", ("reviews.jobs",)),
-    NavItem(
-        "audit.history", "History", ("audit.history", "audit.events", "audit.execution_timeline")
+MAIN = "main"  # the top bar
+AUDIT = "audit"  # the tabs of the audit pages (history, account events, metrics)
+MENUS: dict[str, tuple[NavItem, ...]] = {
+    MAIN: (
+        NavItem("reviews.queue", "Queue", ("reviews.queue", "reviews.review", "reviews.decision")),
+        NavItem("reviews.jobs", "Deliveries", ("reviews.jobs",)),
+        NavItem(
+            "audit.history", "History", ("audit.history", "audit.events", "audit.execution_timeline")
+        ),
+        NavItem("audit.metrics", "Metrics", ("audit.metrics",)),
+        NavItem("crews.index", "Crews", ("crews.",)),
+        NavItem("admin.users", "Accounts", ("admin.",)),
     ),
-    NavItem("audit.metrics", "Metrics", ("audit.metrics",)),
-    NavItem("crews.index", "Crews", ("crews.",)),
-    NavItem("admin.users", "Accounts", ("admin.",)),
-)
-# The tabs of the audit pages (history, account events, metrics).
-MENUS[AUDIT] = (
-    NavItem("audit.history", "Decisions", ("audit.history",)),
-    NavItem("audit.events", "Account events", ("audit.events",)),
-    NavItem("audit.metrics", "Metrics", ("audit.metrics",)),
-)
+    AUDIT: (
+        NavItem("audit.history", "Decisions", ("audit.history",)),
+        NavItem("audit.events", "Account events", ("audit.events",)),
+        NavItem("audit.metrics", "Metrics", ("audit.metrics",)),
+    ),
+}
 
 
 @dataclass(frozen=True)

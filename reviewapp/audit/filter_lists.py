@@ -67,11 +67,6 @@ def crew_choices() -> list[tuple[int, str]]:
     return filter_lists().crews
 
 
-def crew_and_reviewer_choices() -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-    lists = filter_lists()
-    return lists.crews, lists.users
-
-
 def forget() -> None:
     """Read the lists again at the next view (this process)."""
     current_app.extensions.pop(_CACHE, None)
